@@ -1,0 +1,1 @@
+"""Pure-Python twins of the compiled hot path (same API, same bytes)."""
