@@ -1,0 +1,5 @@
+import sys
+
+from mesh.node.cli import main
+
+sys.exit(main())

@@ -1,0 +1,173 @@
+"""``python -m mesh.node``: run a node from a shell.
+
+Settings come from flags and an optional TOML file (``--config``); a flag given on the
+command line wins over the file. The process prints one line ``ready <id> <address>`` on
+standard output once it has joined, and stops gracefully on SIGINT or SIGTERM.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import signal
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("mesh.node")
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key and the problem."""
+
+
+@dataclass
+class NodeConfig:
+    id: str = ""
+    bind: str = "tcp://127.0.0.1:*"
+    join: list[str] = field(default_factory=list)
+    agent: list[str] = field(default_factory=list)
+    data_dir: str | None = None
+    log_level: str = "info"
+    default_timeout: float = 30.0
+    join_timeout: float = 10.0
+    drain_timeout: float = 5.0
+
+
+_TYPES = {"id": str, "bind": str, "join": list, "agent": list, "data_dir": str, "log_level": str,
+          "default_timeout": float, "join_timeout": float, "drain_timeout": float}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m mesh.node",
+        description="Run a mesh node: bind a ROUTER, join peers through seeds, host agents.",
+        epilog="Example: python -m mesh.node --id n1 --bind tcp://127.0.0.1:7001 "
+               "--join tcp://127.0.0.1:7000 --agent mypkg.agents:Risk=risk-1")
+    p.add_argument("--id", help="node id, unique in the mesh (1..255 bytes)")
+    p.add_argument("--bind", help="ZeroMQ endpoint to bind, e.g. tcp://127.0.0.1:7001 (port * = any free port; "
+                                  "default tcp://127.0.0.1:*)")
+    p.add_argument("--join", action="append", metavar="ADDRESS",
+                   help="address of a node to join through (repeatable)")
+    p.add_argument("--agent", action="append", metavar="MODULE:CLASS[=NAME]",
+                   help="agent to host: a mesh.Agent subclass, optionally named (repeatable)")
+    p.add_argument("--data-dir", help="folder for this node's durable state")
+    p.add_argument("--config", metavar="FILE", help="TOML file with any of these settings (flags win)")
+    p.add_argument("--log-level", choices=LOG_LEVELS, help="logging level (default info)")
+    p.add_argument("--default-timeout", type=float, metavar="SECONDS",
+                   help="timeout of calls made without one (default 30)")
+    p.add_argument("--join-timeout", type=float, metavar="SECONDS",
+                   help="how long to wait for the seeds at start (default 10)")
+    p.add_argument("--drain-timeout", type=float, metavar="SECONDS",
+                   help="on stop, how long in-flight calls may still finish (default 5)")
+    return p
+
+
+def load_config(args: argparse.Namespace) -> NodeConfig:
+    """Merge the TOML file (if any) and the flags into a validated NodeConfig."""
+    values: dict[str, Any] = {}
+    if args.config:
+        try:
+            with open(args.config, "rb") as f:
+                raw = tomllib.load(f)
+        except OSError as exc:
+            raise ConfigError(f"--config: cannot read {args.config}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"--config: {args.config} is not valid TOML: {exc}") from None
+        section = raw.get("node", raw)
+        for key, value in section.items():
+            name = key.replace("-", "_")
+            if name not in _TYPES:
+                raise ConfigError(f"{args.config}: unknown key {key!r} (known: {', '.join(sorted(_TYPES))})")
+            values[name] = _check(args.config, key, value, _TYPES[name])
+    for name in _TYPES:
+        flag = getattr(args, name, None)
+        if flag is not None:
+            values[name] = flag
+    cfg = NodeConfig(**values)
+    if not cfg.id:
+        raise ConfigError("id: a node id is required (--id or 'id' in the config file)")
+    if cfg.log_level not in LOG_LEVELS:
+        raise ConfigError(f"log_level: {cfg.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+    for name in ("default_timeout", "join_timeout", "drain_timeout"):
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(f"{name}: must be positive, got {getattr(cfg, name)}")
+    return cfg
+
+
+def _check(source: str, key: str, value: Any, kind: type) -> Any:
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is list:
+        if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise ConfigError(f"{source}: {key!r} must be a list of strings")
+        return value
+    if not isinstance(value, kind):
+        raise ConfigError(f"{source}: {key!r} must be a {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def load_agent(spec: str):
+    """``module:Class[=name]`` -> an agent instance."""
+    import mesh
+
+    target, _, name = spec.partition("=")
+    module_name, _, class_name = target.partition(":")
+    if not module_name or not class_name:
+        raise ConfigError(f"agent: {spec!r} is not MODULE:CLASS[=NAME]")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"agent: cannot import {module_name!r}: {exc}") from None
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, mesh.Agent)):
+        raise ConfigError(f"agent: {module_name}:{class_name} is not a mesh.Agent subclass")
+    return cls(name) if name else cls()
+
+
+async def run(cfg: NodeConfig) -> int:
+    import mesh
+
+    agents = [load_agent(spec) for spec in cfg.agent]
+    node = mesh.Node(cfg.id, cfg.bind, cfg.join, cfg.data_dir, default_timeout=cfg.default_timeout,
+                     join_timeout=cfg.join_timeout, drain_timeout=cfg.drain_timeout)
+    for agent in agents:
+        node.add(agent)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await node.start()
+    except mesh.errors.MeshError as exc:
+        log.error("could not start: %s", exc)
+        await node.stop()
+        return 1
+    print(f"ready {node.node_id} {node.address}", flush=True)
+    await stop.wait()
+    log.info("stopping (signal)")
+    await node.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = load_config(args)
+        logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        try:
+            import uvloop
+        except ImportError:   # uvloop does not exist on Windows
+            return asyncio.run(run(cfg))
+        return uvloop.run(run(cfg))
+    except ConfigError as exc:
+        print(f"mesh.node: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"mesh.node: {exc}", file=sys.stderr)
+        return 1

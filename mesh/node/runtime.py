@@ -1,0 +1,640 @@
+"""The node runtime: one event loop per process that wires agents, the directory and the
+transport together, and carries out calls, one-way sends and publishes.
+
+Theory of operation
+-------------------
+* ``call`` to a local agent runs the handler directly: no codec, no socket (arguments are
+  passed by reference, as in any Python call). To a remote agent it encodes one REQUEST,
+  queues it on the peer's link and waits on a future that the REPLY or ERROR resolves,
+  a timer expires (:class:`~mesh.errors.Timeout`) or the link going down fails
+  (:class:`~mesh.errors.Unreachable`). Every pending call has a deadline; none can hang.
+* The deadline travels in the envelope. A request that arrives after its deadline is
+  dropped and counted: its caller has already given up.
+* Incoming handlers start eagerly (:mod:`mesh.eager`); most finish at once and their reply
+  leaves in the same batch as the other replies of that read.
+* A handler's exception goes back as ERROR (type, message) and reaches the caller as
+  :class:`~mesh.errors.RemoteError`; failures of the mesh itself at the target (unknown agent
+  or method, undecodable body, shutting down) come back as their own error classes.
+* Until gossip lands, peers find each other through HELLO records (see :mod:`membership`):
+  a joining node says hello to its seeds, learns the other peers from their records, and
+  connects to them; every node tells its peers when its agents or subscriptions change.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+from typing import Any, Iterable
+
+from mesh._core import IMPLEMENTATION, codec, router, scoring
+from mesh._core.wire import Kind
+from mesh.agent import Agent, HandlerSpec
+from mesh.eager import SYNC_DONE, run_eager
+from mesh.errors import (WIRE_ERRORS, DecodeError, EncodeError, MeshError, ProtocolError, RemoteError,
+                         Timeout, Unavailable, UnknownAgent, UnknownMethod, Unreachable)
+from mesh.node.membership import PROTOCOL_VERSION, NodeRecord, Peer, PeerState
+from mesh.transport import Transport, TransportConfig
+
+log = logging.getLogger(__name__)
+
+_ORIGIN_HANDLER = 0   # ERROR body origin: the user's handler raised
+_ORIGIN_MESH = 1      # the mesh at the target refused (unknown agent, bad body, ...)
+
+_SEED_PREFIX = "seed:"
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class _Pending:
+    __slots__ = ("future", "node", "timer", "agent", "method")
+
+    def __init__(self, future: asyncio.Future, node: str, timer: asyncio.TimerHandle, agent: str,
+                 method: str) -> None:
+        self.future = future
+        self.node = node
+        self.timer = timer
+        self.agent = agent
+        self.method = method
+
+
+class Node:
+    """A mesh node: hosts agents, talks to peers.
+
+    ``bind`` may use a wildcard port (``tcp://127.0.0.1:*``); :attr:`address` is the bound
+    endpoint once started. ``seeds`` are addresses of nodes to join through. ``default_timeout``
+    (seconds) applies to calls made without ``timeout=``; ``join_timeout`` bounds how long
+    :meth:`start` waits for the seeds and the peers they name.
+    """
+
+    def __init__(self, node_id: str, bind: str = "tcp://127.0.0.1:*", seeds: Iterable[str] = (),
+                 data_dir: str | os.PathLike | None = None, *, default_timeout: float = 30.0,
+                 join_timeout: float = 10.0, drain_timeout: float = 5.0,
+                 limits: Any = None, transport: TransportConfig | None = None, seed: int | None = None) -> None:
+        raw = node_id.encode() if isinstance(node_id, str) else b""
+        if not raw or len(raw) > 255 or raw[0] == 0 or node_id.startswith(_SEED_PREFIX):
+            raise ValueError(f"invalid node id {node_id!r}: 1..255 UTF-8 bytes, not starting with NUL or 'seed:'")
+        if default_timeout <= 0:
+            raise ValueError("default_timeout must be positive")
+        self.node_id = node_id
+        self.bind = bind
+        self.seeds = [s for s in seeds]
+        self.data_dir = os.fspath(data_dir) if data_dir is not None else None
+        self.default_timeout = default_timeout
+        self.join_timeout = join_timeout
+        self.drain_timeout = drain_timeout
+        self.limits = limits if limits is not None else codec.DEFAULT_LIMITS
+        self.implementation = IMPLEMENTATION
+        self.boot = time.time_ns()
+
+        self._agents: dict[str, Agent] = {}
+        self._directory = router.Directory(node_id)
+        self._local_topics = router.TopicTable()    # subscriber = (agent name, HandlerSpec)
+        self._remote_topics = router.TopicTable()   # subscriber = node id
+        self._scores = scoring.Scoreboard(seed=seed if seed is not None else self.boot & 0xFFFFFFFF)
+        self._peers: dict[str, Peer] = {}
+        self._pending: dict[int, _Pending] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._ids = itertools.count(1)
+        self._transport = Transport(node_id, bind, self._on_frame, self._on_link, transport)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._changed: asyncio.Event | None = None
+        self._started = False
+        self._stopping = False
+        self.counters: dict[str, int] = {
+            "calls_out": 0, "calls_in": 0, "sends_out": 0, "sends_in": 0, "publishes_out": 0,
+            "publishes_in": 0, "errors_out": 0, "handler_errors": 0, "timeouts": 0, "expired": 0,
+            "late_replies": 0, "malformed": 0, "protocol_errors": 0}
+
+    # -- public API --------------------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        return self._transport.address or self.bind
+
+    @property
+    def agents(self) -> dict[str, Agent]:
+        return dict(self._agents)
+
+    def add(self, agent: Agent) -> Agent:
+        """Host ``agent`` on this node. On a running node it starts at once and peers learn of it."""
+        if not isinstance(agent, Agent):
+            raise TypeError(f"{agent!r} is not a mesh.Agent")
+        if agent.name in self._agents:
+            raise ValueError(f"an agent named {agent.name!r} is already on node {self.node_id!r}")
+        for pattern, _ in agent.topic_table:
+            router.validate_pattern(pattern)
+        self._agents[agent.name] = agent
+        agent.node = self
+        self._directory.add_local(agent.name, agent.capabilities)
+        for pattern, spec in agent.topic_table:
+            self._local_topics.subscribe(pattern, (agent.name, spec))
+        if self._started:
+            self._spawn(self._start_agent(agent))
+            self._announce()
+        return agent
+
+    def remove(self, name: str) -> Agent:
+        agent = self._agents.pop(name)
+        self._directory.remove_local(name)
+        for pattern, spec in agent.topic_table:
+            self._local_topics.unsubscribe(pattern, (name, spec))
+        if self._started:
+            self._spawn(agent.on_stop())
+            self._announce()
+        agent.node = None
+        return agent
+
+    async def start(self) -> None:
+        """Bind, join through the seeds, then start the agents."""
+        if self._started:
+            raise RuntimeError(f"node {self.node_id!r} is already started")
+        self._loop = asyncio.get_running_loop()
+        self._changed = asyncio.Event()
+        self._transport.start()
+        log.info("node %s listening on %s (%s hot path)", self.node_id, self.address, IMPLEMENTATION)
+        self._started = True
+        await self._join()
+        for agent in list(self._agents.values()):
+            await self._start_agent(agent)
+
+    async def stop(self) -> None:
+        """Stop gracefully: refuse new work, let in-flight handlers finish (up to
+        ``drain_timeout``), fail what is left, say BYE to peers, stop agents, close sockets."""
+        if not self._started or self._stopping:
+            return
+        self._stopping = True
+        if self._tasks:
+            done, left = await asyncio.wait(set(self._tasks), timeout=self.drain_timeout)
+            for task in left:
+                task.cancel()
+        for msg_id in list(self._pending):
+            self._fail_pending(msg_id, Unavailable(f"node {self.node_id} is stopping"))
+        bye = codec.encode(Kind.BYE, next(self._ids), 0, self.node_id, "", "", None)
+        for peer in self._peers.values():
+            if peer.state is PeerState.UP:
+                self._try_send(peer.id, bye)
+        for agent in list(self._agents.values()):
+            try:
+                await agent.on_stop()
+            except Exception:
+                log.exception("on_stop of agent %s failed", agent.name)
+        self._transport.close()
+        self._started = False
+        log.info("node %s stopped", self.node_id)
+
+    async def __aenter__(self) -> Node:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stop()
+
+    async def call(self, agent: str, method: str, *args: Any, timeout: float | None = None,
+                   **kwargs: Any) -> Any:
+        """Call ``agent.method(*args, **kwargs)`` wherever the agent lives; return its result.
+
+        Raises Timeout after ``timeout`` seconds (default ``default_timeout``), Unreachable if
+        its node is not connected, UnknownAgent/UnknownMethod, RemoteError if the handler raised.
+        """
+        target = self._agents.get(agent)
+        if target is not None:
+            return await self._call_local(target, method, args, kwargs, timeout)
+        return await self._call_remote(self._node_of(agent), agent, method, args, kwargs, timeout)
+
+    async def call_any(self, capability: str, method: str, *args: Any, timeout: float | None = None,
+                       **kwargs: Any) -> Any:
+        """Call ``method`` on one agent offering ``capability``, picked by load score
+        (power of two choices over in-flight calls, latency and error rate)."""
+        providers = self._directory.providers(capability)
+        if not providers:
+            raise UnknownAgent(f"no agent offers capability {capability!r}")
+        scores = self._scores
+        agent = scores.pick(providers)
+        scores.begin(agent)
+        t0 = time.perf_counter_ns()
+        ok = False
+        try:
+            result = await self.call(agent, method, *args, timeout=timeout, **kwargs)
+            ok = True
+            return result
+        finally:
+            scores.end(agent, (time.perf_counter_ns() - t0) / 1000.0, ok)
+
+    async def send(self, agent: str, method: str, *args: Any, **kwargs: Any) -> None:
+        """One-way: deliver ``agent.method(*args, **kwargs)`` without waiting for a result.
+        Sends to the same node are batched; errors at the target are only counted there."""
+        self._check_running()
+        target = self._agents.get(agent)
+        if target is not None:
+            spec = self._spec(target, method)
+            self._dispatch_local_oneway(target, spec, args, kwargs)
+            return
+        node = self._node_of(agent)
+        data = self._encode(Kind.SEND, next(self._ids), 0, agent, method, (args, kwargs), 0)
+        self._transport.send(node, data, flush=False)
+        self.counters["sends_out"] += 1
+
+    async def publish(self, topic: str, payload: Any = None) -> None:
+        """Publish ``payload`` on ``topic``. It crosses the network once per subscribing node."""
+        self._check_running()
+        nodes = self._remote_topics.match(topic)
+        if nodes:
+            data = self._encode(Kind.PUBLISH, next(self._ids), 0, "", topic, payload, 0)
+            for node in nodes:
+                self._try_send(node, data, flush=False)
+            self.counters["publishes_out"] += 1
+        for name, spec in self._local_topics.match(topic):
+            agent = self._agents.get(name)
+            if agent is not None:
+                self._dispatch_local_oneway(agent, spec, (topic, payload), {})
+
+    def peers(self) -> dict[str, dict[str, Any]]:
+        """Peers this node knows: id -> address, state and agents."""
+        return {p.id: {"address": p.address, "state": p.state.value, "agents": sorted(p.agents)}
+                for p in self._peers.values()}
+
+    def directory(self) -> dict[str, tuple[str, tuple[str, ...]]]:
+        """Every reachable agent: name -> (node id, capabilities)."""
+        return self._directory.snapshot()
+
+    def stats(self) -> dict[str, int]:
+        out = dict(self.counters)
+        out.update(self._transport.counters)
+        out["pending_calls"] = len(self._pending)
+        out["running_handlers"] = len(self._tasks)
+        return out
+
+    # -- calls -------------------------------------------------------------------------------
+
+    def _check_running(self) -> None:
+        if not self._started or self._stopping:
+            raise Unavailable(f"node {self.node_id} is not running")
+
+    def _node_of(self, agent: str) -> str:
+        node = self._directory.node_of(agent)
+        if node is not None:
+            return node
+        for peer in self._peers.values():
+            if agent in peer.agents:
+                raise Unreachable(f"agent {agent!r} is on node {peer.id!r}, which is {peer.state.value}")
+        raise UnknownAgent(f"no agent named {agent!r} in the directory of node {self.node_id!r}")
+
+    @staticmethod
+    def _spec(agent: Agent, method: str) -> HandlerSpec:
+        spec = agent.rpc_table.get(method)
+        if spec is None:
+            raise UnknownMethod(f"agent {agent.name!r} has no rpc method {method!r}")
+        return spec
+
+    def _encode(self, kind: int, msg_id: int, corr_id: int, dst: str, subject: str, body: Any,
+                deadline_us: int) -> bytes:
+        data = codec.encode(kind, msg_id, corr_id, self.node_id, dst, subject, body, 0, deadline_us, 0)
+        if len(data) > self.limits.max_frame_bytes:
+            raise EncodeError(f"message of {len(data)} bytes exceeds max_frame_bytes={self.limits.max_frame_bytes}")
+        return data
+
+    async def _call_local(self, agent: Agent, method: str, args: tuple, kwargs: dict,
+                          timeout: float | None) -> Any:
+        self._check_running()
+        spec = self._spec(agent, method)
+        fn = getattr(agent, spec.attr)
+        try:
+            if spec.eager or not spec.is_async:
+                state, value = run_eager(fn, args, kwargs, spec.is_async)
+                if state is SYNC_DONE:
+                    return value
+            else:
+                value = fn(*args, **kwargs)
+            t = self.default_timeout if timeout is None else timeout
+            return await asyncio.wait_for(value, t)
+        except asyncio.TimeoutError:
+            self.counters["timeouts"] += 1
+            raise Timeout(f"{agent.name}.{method} did not answer within {t:g} s") from None
+        except (MeshError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            raise RemoteError(type(exc).__name__, str(exc), agent.name, method) from exc
+
+    async def _call_remote(self, node: str, agent: str, method: str, args: tuple, kwargs: dict,
+                           timeout: float | None) -> Any:
+        self._check_running()
+        t = self.default_timeout if timeout is None else timeout
+        if t <= 0:
+            raise ValueError("timeout must be positive")
+        msg_id = next(self._ids)
+        data = self._encode(Kind.REQUEST, msg_id, 0, agent, method, (args, kwargs), _now_us() + int(t * 1e6))
+        self._transport.send(node, data)
+        loop = self._loop
+        future = loop.create_future()
+        self._pending[msg_id] = _Pending(future, node, loop.call_later(t, self._expire, msg_id),
+                                         agent, method)
+        self.counters["calls_out"] += 1
+        try:
+            return await future
+        finally:
+            p = self._pending.pop(msg_id, None)   # only still there if we were cancelled
+            if p is not None:
+                p.timer.cancel()
+
+    def _expire(self, msg_id: int) -> None:
+        p = self._pending.get(msg_id)
+        if p is not None:
+            self.counters["timeouts"] += 1
+            self._fail_pending(msg_id, Timeout(f"{p.agent}.{p.method} on node {p.node} did not answer in time"))
+
+    def _fail_pending(self, msg_id: int, exc: BaseException) -> None:
+        p = self._pending.pop(msg_id, None)
+        if p is None:
+            return
+        p.timer.cancel()
+        if not p.future.done():
+            p.future.set_exception(exc)
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    def _on_frame(self, peer: str, data: bytes, from_router: bool) -> None:
+        try:
+            envelopes = codec.decode_frame(data, self.limits)
+        except DecodeError as exc:
+            self.counters["malformed"] += 1
+            log.debug("malformed frame from %s dropped: %s", peer, exc)
+            return
+        for env in envelopes:
+            kind = env.kind
+            if kind == Kind.REPLY:
+                self._handle_reply(env)
+            elif kind == Kind.REQUEST:
+                self._handle_request(peer, env, True)
+            elif kind == Kind.SEND:
+                self._handle_request(peer, env, False)
+            elif kind == Kind.PUBLISH:
+                self._handle_publish(env)
+            elif kind == Kind.ERROR:
+                self._handle_error(env)
+            elif Kind.HELLO <= kind <= Kind.BYE:
+                self._handle_membership(peer, env, from_router)
+            else:
+                self.counters["protocol_errors"] += 1
+                log.debug("unknown envelope kind %d from %s dropped", kind, peer)
+
+    def _handle_reply(self, env: Any) -> None:
+        p = self._pending.pop(env.corr_id, None)
+        if p is None:
+            self.counters["late_replies"] += 1
+            return
+        p.timer.cancel()
+        if p.future.done():
+            return
+        try:
+            p.future.set_result(codec.load_body(env.body, self.limits))
+        except DecodeError as exc:
+            p.future.set_exception(exc)
+
+    def _handle_error(self, env: Any) -> None:
+        p = self._pending.pop(env.corr_id, None)
+        if p is None:
+            self.counters["late_replies"] += 1
+            return
+        p.timer.cancel()
+        if p.future.done():
+            return
+        try:
+            type_name, message, origin = codec.load_body(env.body, self.limits)
+            type_name, message = str(type_name), str(message)
+        except (DecodeError, TypeError, ValueError):
+            p.future.set_exception(ProtocolError(f"malformed ERROR from node {p.node}"))
+            return
+        cls = WIRE_ERRORS.get(type_name) if origin == _ORIGIN_MESH else None
+        p.future.set_exception(cls(message) if cls else RemoteError(type_name, message, p.agent, p.method))
+
+    def _handle_request(self, peer: str, env: Any, want_reply: bool) -> None:
+        self.counters["calls_in" if want_reply else "sends_in"] += 1
+        try:
+            if self._stopping:
+                raise Unavailable(f"node {self.node_id} is stopping")
+            agent = self._agents.get(env.dst)
+            if agent is None:
+                raise UnknownAgent(f"no agent named {env.dst!r} on node {self.node_id!r}")
+            spec = self._spec(agent, env.subject)
+            if env.deadline_us and env.deadline_us < _now_us():
+                self.counters["expired"] += 1   # the caller has given up: don't do the work
+                return
+            body = codec.load_body(env.body, self.limits)
+            if not (isinstance(body, list) and len(body) == 2 and isinstance(body[0], list)
+                    and isinstance(body[1], dict)):
+                raise ProtocolError("request body must be [args, kwargs]")
+        except MeshError as exc:
+            if want_reply:
+                self._reply_error(peer, env, type(exc).__name__, str(exc), _ORIGIN_MESH)
+            return
+        fn = getattr(agent, spec.attr)
+        args, kwargs = body
+        try:
+            if spec.eager or not spec.is_async:
+                state, value = run_eager(fn, args, kwargs, spec.is_async)
+            else:
+                state, value = None, fn(*args, **kwargs)
+        except Exception as exc:
+            self._handler_failed(peer, env, want_reply, exc)
+            return
+        if state is SYNC_DONE:
+            if want_reply:
+                self._reply(peer, env, value)
+        else:
+            self._spawn(self._finish_request(peer, env, want_reply, value))
+
+    async def _finish_request(self, peer: str, env: Any, want_reply: bool, awaitable: Any) -> None:
+        try:
+            value = await awaitable
+        except Exception as exc:
+            self._handler_failed(peer, env, want_reply, exc)
+            return
+        if want_reply:
+            self._reply(peer, env, value)
+
+    def _handler_failed(self, peer: str, env: Any, want_reply: bool, exc: Exception) -> None:
+        self.counters["handler_errors"] += 1
+        if want_reply:
+            self._reply_error(peer, env, type(exc).__name__, str(exc), _ORIGIN_HANDLER)
+        else:
+            log.warning("one-way %s.%s from %s raised %r", env.dst, env.subject, peer, exc)
+
+    def _reply(self, peer: str, env: Any, value: Any) -> None:
+        try:
+            data = self._encode(Kind.REPLY, next(self._ids), env.msg_id, env.src, "", value, 0)
+        except EncodeError as exc:
+            self._reply_error(peer, env, "EncodeError", f"result of {env.dst}.{env.subject}: {exc}",
+                              _ORIGIN_HANDLER)
+            return
+        self._transport.reply(peer, data)
+
+    def _reply_error(self, peer: str, env: Any, type_name: str, message: str, origin: int) -> None:
+        self.counters["errors_out"] += 1
+        data = codec.encode(Kind.ERROR, next(self._ids), env.msg_id, self.node_id, env.src, "",
+                            (type_name, message[:4096], origin), 0, 0, 0)
+        self._transport.reply(peer, data)
+
+    def _handle_publish(self, env: Any) -> None:
+        self.counters["publishes_in"] += 1
+        subscribers = self._local_topics.match(env.subject)
+        if not subscribers:
+            return
+        try:
+            payload = codec.load_body(env.body, self.limits)
+        except DecodeError:
+            self.counters["malformed"] += 1
+            return
+        for name, spec in subscribers:
+            agent = self._agents.get(name)
+            if agent is not None:
+                self._dispatch_local_oneway(agent, spec, (env.subject, payload), {})
+
+    def _dispatch_local_oneway(self, agent: Agent, spec: HandlerSpec, args: tuple, kwargs: dict) -> None:
+        fn = getattr(agent, spec.attr)
+        try:
+            state, value = run_eager(fn, args, kwargs, spec.is_async)
+        except Exception as exc:
+            self.counters["handler_errors"] += 1
+            log.warning("%s.%s raised %r", agent.name, spec.attr, exc)
+            return
+        if state is not SYNC_DONE:
+            self._spawn(self._finish_oneway(agent, spec, value))
+
+    async def _finish_oneway(self, agent: Agent, spec: HandlerSpec, awaitable: Any) -> None:
+        try:
+            await awaitable
+        except Exception as exc:
+            self.counters["handler_errors"] += 1
+            log.warning("%s.%s raised %r", agent.name, spec.attr, exc)
+
+    def _spawn(self, coro: Any) -> None:
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _start_agent(self, agent: Agent) -> None:
+        try:
+            await agent.on_start()
+        except Exception:
+            log.exception("on_start of agent %s failed", agent.name)
+
+    # -- membership (HELLO records until gossip lands) ----------------------------------------
+
+    def _record(self) -> dict[str, Any]:
+        return NodeRecord(
+            id=self.node_id, address=self.address, version=PROTOCOL_VERSION, boot=self.boot,
+            agents={name: a.capabilities for name, a in self._agents.items()},
+            topics=tuple(sorted({p for a in self._agents.values() for p, _ in a.topic_table})),
+            peers={p.id: p.address for p in self._peers.values() if p.state is PeerState.UP},
+        ).to_wire()
+
+    def _membership_envelope(self, kind: Kind) -> bytes:
+        return codec.encode(kind, next(self._ids), 0, self.node_id, "", "", self._record(), 0, 0, 0)
+
+    def _announce(self) -> None:
+        data = self._membership_envelope(Kind.DIRECTORY)
+        for peer in self._peers.values():
+            if peer.state is PeerState.UP:
+                self._try_send(peer.id, data)
+
+    def _try_send(self, node: str, data: bytes, flush: bool = True) -> None:
+        try:
+            self._transport.send(node, data, flush)
+        except MeshError as exc:
+            log.debug("send to %s failed: %s", node, exc)
+
+    def _on_link(self, key: str, up: bool) -> None:
+        if up:
+            if not self._stopping:
+                self._try_send(key, self._membership_envelope(Kind.HELLO))
+            return
+        peer = self._peers.get(key)
+        if peer is not None and peer.state is not PeerState.DOWN:
+            self._peer_down(peer, "disconnected")
+
+    def _peer_down(self, peer: Peer, why: str) -> None:
+        log.info("peer %s is down (%s)", peer.id, why)
+        peer.state = PeerState.DOWN
+        self._directory.remove_node(peer.id)
+        self._remote_topics.remove_subscriber(peer.id)
+        for msg_id in [m for m, p in self._pending.items() if p.node == peer.id]:
+            self._fail_pending(msg_id, Unreachable(f"node {peer.id} {why} before answering"))
+        self._changed.set()
+
+    def _handle_membership(self, key: str, env: Any, from_router: bool) -> None:
+        kind = env.kind
+        if kind == Kind.BYE:
+            peer = self._peers.get(key)
+            if peer is not None and peer.state is not PeerState.DOWN:
+                self._peer_down(peer, "left")
+            return
+        try:
+            record = NodeRecord.from_wire(codec.load_body(env.body, self.limits))
+            if from_router and record.id != key:
+                raise ProtocolError(f"record for {record.id!r} sent by {key!r}")
+            if record.id == self.node_id:
+                raise ProtocolError(f"a peer at {record.address} claims our node id {self.node_id!r}")
+        except (DecodeError, ProtocolError) as exc:
+            self.counters["protocol_errors"] += 1
+            log.warning("bad %s from %s: %s", Kind(kind).name, key, exc)
+            return
+        if kind == Kind.HELLO_ACK and key != record.id:
+            self._transport.rename(key, record.id)   # a seed told us its id
+        peer = self._peers.get(record.id)
+        if peer is None:
+            peer = self._peers[record.id] = Peer(record.id, record.address)
+        peer.address, peer.boot = record.address, record.boot
+        peer.agents, peer.topics = record.agents, record.topics
+        if kind == Kind.HELLO:
+            self._transport.reply(key, self._membership_envelope(Kind.HELLO_ACK))
+        if not self._stopping:
+            self._transport.connect(record.id, record.address)   # no-op if we have a link
+            for pid, address in record.peers.items():
+                if pid != self.node_id and pid not in self._peers:
+                    self._peers[pid] = Peer(pid, address)
+                    self._transport.connect(pid, address)
+        if kind == Kind.HELLO_ACK or self._transport.is_up(record.id) and peer.state is PeerState.UP:
+            self._apply(peer)
+
+    def _apply(self, peer: Peer) -> None:
+        if peer.state is not PeerState.UP:
+            log.info("peer %s is up at %s with %d agents", peer.id, peer.address, len(peer.agents))
+        peer.state = PeerState.UP
+        conflicts = self._directory.set_node(peer.id, peer.agents)
+        for name in conflicts:
+            log.warning("agent name %r on node %s clashes with a local agent; calls stay local", name, peer.id)
+        self._remote_topics.remove_subscriber(peer.id)
+        for pattern in peer.topics:
+            try:
+                self._remote_topics.subscribe(pattern, peer.id)
+            except ValueError:
+                self.counters["protocol_errors"] += 1
+        self._changed.set()
+
+    async def _join(self) -> None:
+        seeds = [s for s in self.seeds if s != self.address]
+        if not seeds:
+            return
+        for address in seeds:
+            self._transport.connect(_SEED_PREFIX + address, address)
+        deadline = self._loop.time() + self.join_timeout
+        while True:
+            waiting = [k for k in self._transport.links() if k.startswith(_SEED_PREFIX)]
+            waiting += [p.id for p in self._peers.values() if p.state is PeerState.CONNECTING]
+            if not waiting:
+                return
+            left = deadline - self._loop.time()
+            if left <= 0:
+                break
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), left)
+            except asyncio.TimeoutError:
+                pass
+        if not any(p.state is PeerState.UP for p in self._peers.values()):
+            raise Unreachable(f"no seed answered within {self.join_timeout:g} s: {', '.join(seeds)}")
+        log.warning("node %s joined, but still waiting on %s", self.node_id, ", ".join(sorted(waiting)))

@@ -1,0 +1,401 @@
+"""ZeroMQ transport: one ROUTER bound per node, one DEALER per peer, driven from the loop.
+
+Theory of operation
+-------------------
+* Everything a node *originates* (requests, one-way sends, publishes, hellos) leaves on its
+  DEALER to that peer; the DEALER's routing id is our node id, so the peer's ROUTER knows who
+  spoke. Replies go back on the receiving node's ROUTER to that routing id — the same TCP
+  connection the request came on.
+* The sockets are plain (synchronous) pyzmq sockets whose file descriptors are registered with
+  the event loop (``add_reader``). ZeroMQ's FD is edge-triggered and "readable" only means
+  "look at ZMQ_EVENTS": so a wake-up drains the socket with NOBLOCK until EAGAIN, and after we
+  send on a socket we look at its EVENTS again, because a send can consume the edge of an
+  arrival. This avoids ``zmq.asyncio``'s per-operation futures (about 60 µs per round trip).
+* Sends are batched: envelopes are self-delimiting, so several bound for the same peer are
+  joined into one frame. While a drain is running the transport is *corked*: replies produced
+  by handlers that finish synchronously go out together when the drain ends. Outside a drain,
+  ``flush=True`` (calls) sends at once; ``flush=False`` (one-way sends, publishes) waits for
+  the next loop iteration or ``batch_bytes``, whichever comes first.
+* Link state comes from each DEALER's monitor socket: HANDSHAKE_SUCCEEDED means up,
+  DISCONNECTED means down. DEALERs use ZMQ_IMMEDIATE, so nothing is queued towards a peer
+  that is not connected: the caller gets :class:`~mesh.errors.Unreachable` instead of a hang.
+  ZeroMQ reconnects by itself; when a restarted peer comes back the link goes up again.
+* The ROUTER uses ROUTER_MANDATORY (an unroutable reply is an error we count, not a silent
+  drop) and ROUTER_HANDOVER (a restarted peer with the same id takes its identity over).
+* ZMTP heartbeats detect a peer that hangs or a link that dies silently.
+
+Every queue is bounded: ZeroMQ high-water marks, and ``max_outbox_bytes`` per destination
+above which senders get :class:`~mesh.errors.Overloaded`.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from mesh.errors import Overloaded, Unreachable
+
+log = logging.getLogger(__name__)
+
+FrameHandler = Callable[[str, bytes, bool], None]   # (peer key, frame, arrived on ROUTER)
+LinkHandler = Callable[[str, bool], None]           # (peer key, up)
+
+_MONITOR_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+
+
+@dataclass(slots=True)
+class TransportConfig:
+    """Socket tuning. Sizes in bytes, intervals in milliseconds."""
+
+    hwm: int = 10_000                    # ZeroMQ high-water mark, messages, each direction
+    batch_bytes: int = 64 * 1024         # flush a destination's batch at this size
+    max_outbox_bytes: int = 64 * 1024 * 1024   # per destination; above it senders get Overloaded
+    drain_budget: int = 512              # frames read per wake-up before yielding to the loop
+    reconnect_ivl_ms: int = 100
+    reconnect_ivl_max_ms: int = 2000
+    heartbeat_ivl_ms: int = 1000
+    heartbeat_timeout_ms: int = 3000
+    retry_ms: float = 1.0                # wait before retrying a send refused at the high-water mark
+    linger_ms: int = 200                 # on close, how long unsent frames may still go out
+
+
+class _Outbox:
+    """Frames waiting to go to one destination (a DEALER, or a routing id on the ROUTER)."""
+
+    __slots__ = ("sock", "ident", "items", "size", "dirty")
+
+    def __init__(self, sock: zmq.Socket, ident: bytes | None) -> None:
+        self.sock = sock
+        self.ident = ident
+        self.items: list[bytes] = []
+        self.size = 0
+        self.dirty = False
+
+
+class _Link:
+    """Our DEALER to one peer, with its monitor."""
+
+    __slots__ = ("key", "address", "sock", "monitor", "out", "up")
+
+    def __init__(self, key: str, address: str, sock: zmq.Socket, monitor: zmq.Socket) -> None:
+        self.key = key
+        self.address = address
+        self.sock = sock
+        self.monitor = monitor
+        self.out = _Outbox(sock, None)
+        self.up = False
+
+
+class Transport:
+    """The node's sockets. Single-threaded: every method runs on the node's event loop."""
+
+    def __init__(self, node_id: str, bind: str, on_frame: FrameHandler, on_link: LinkHandler,
+                 config: TransportConfig | None = None) -> None:
+        self.node_id = node_id
+        self.bind_address = bind
+        self.address = ""                 # the bound endpoint, wildcard port resolved
+        self.config = config or TransportConfig()
+        self._on_frame = on_frame
+        self._on_link = on_link
+        self._ctx: zmq.Context | None = None
+        self._router: zmq.Socket | None = None
+        self._router_outs: dict[str, _Outbox] = {}
+        self._links: dict[str, _Link] = {}
+        self._idents: dict[bytes, str] = {}   # routing id -> peer key, cached decode
+        self._dirty: list[_Outbox] = []
+        self._corked = 0
+        self._flush_scheduled = False
+        self._retry_scheduled = False
+        self._drain_scheduled: set[int] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.counters = {"frames_in": 0, "frames_out": 0, "bytes_in": 0, "bytes_out": 0,
+                         "unroutable": 0, "malformed": 0, "handler_errors": 0}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> str:
+        self._loop = asyncio.get_running_loop()
+        self._ctx = zmq.Context(io_threads=1)
+        r = self._ctx.socket(zmq.ROUTER)
+        r.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        r.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self._tune(r)
+        try:
+            r.bind(self.bind_address)
+        except zmq.ZMQError as exc:
+            r.close(0)
+            self._ctx.term()
+            raise OSError(f"cannot bind {self.bind_address}: {exc}") from exc
+        self.address = r.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._router = r
+        self._loop.add_reader(r.getsockopt(zmq.FD), self._drain, r)
+        self._drain(r)   # the edge may already have passed
+        return self.address
+
+    def close(self) -> None:
+        """Flush what is queued, then close every socket (after at most ``linger_ms``)."""
+        if self._ctx is None:
+            return
+        self._flush_dirty()
+        for key in list(self._links):
+            self.disconnect(key)
+        if self._router is not None:
+            self._loop.remove_reader(self._router.getsockopt(zmq.FD))
+            self._router.close(self.config.linger_ms)
+            self._router = None
+        self._ctx.term()
+        self._ctx = None
+
+    def _tune(self, sock: zmq.Socket) -> None:
+        c = self.config
+        sock.setsockopt(zmq.SNDHWM, c.hwm)
+        sock.setsockopt(zmq.RCVHWM, c.hwm)
+        sock.setsockopt(zmq.LINGER, c.linger_ms)
+        sock.setsockopt(zmq.RECONNECT_IVL, c.reconnect_ivl_ms)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, c.reconnect_ivl_max_ms)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, c.heartbeat_ivl_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, c.heartbeat_timeout_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, c.heartbeat_timeout_ms)
+
+    # -- links -------------------------------------------------------------------------------
+
+    def connect(self, key: str, address: str) -> None:
+        """Open our DEALER to a peer. ``key`` is its node id (or a placeholder for a seed
+        whose id we learn from its hello; see :meth:`rename`). Idempotent."""
+        if key in self._links:
+            return
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.ROUTING_ID, self.node_id.encode())
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        self._tune(sock)
+        monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
+        link = _Link(key, address, sock, monitor)
+        self._links[key] = link
+        self._loop.add_reader(sock.getsockopt(zmq.FD), self._drain, sock, key)
+        self._loop.add_reader(monitor.getsockopt(zmq.FD), self._drain_monitor, link)
+        sock.connect(address)
+        self._drain_monitor(link)
+
+    def rename(self, old: str, new: str) -> bool:
+        """Re-key a seed link once its node id is known. False if ``new`` already has a link
+        (the seed link is then closed: one DEALER per peer)."""
+        link = self._links.get(old)
+        if link is None or old == new:
+            return False
+        if new in self._links:
+            self.disconnect(old)
+            return False
+        del self._links[old]
+        link.key = new
+        self._loop.remove_reader(link.sock.getsockopt(zmq.FD))
+        self._loop.add_reader(link.sock.getsockopt(zmq.FD), self._drain, link.sock, new)
+        return True
+
+    def disconnect(self, key: str) -> None:
+        link = self._links.pop(key, None)
+        if link is None:
+            return
+        self._flush(link.out)
+        self._loop.remove_reader(link.sock.getsockopt(zmq.FD))
+        self._loop.remove_reader(link.monitor.getsockopt(zmq.FD))
+        link.sock.disable_monitor()
+        link.monitor.close(0)
+        link.sock.close(self.config.linger_ms)
+        link.up = False
+
+    def is_up(self, key: str) -> bool:
+        link = self._links.get(key)
+        return link is not None and link.up
+
+    def links(self) -> dict[str, tuple[str, bool]]:
+        return {k: (l.address, l.up) for k, l in self._links.items()}
+
+    def _drain_monitor(self, link: _Link) -> None:
+        while True:
+            try:
+                event = recv_monitor_message(link.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except zmq.ZMQError:
+                return
+            kind = event["event"]
+            if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED and not link.up:
+                link.up = True
+                log.debug("link %s up (%s)", link.key, link.address)
+                self._on_link(link.key, True)
+            elif kind == zmq.EVENT_DISCONNECTED and link.up:
+                link.up = False
+                dropped = len(link.out.items)
+                link.out.items.clear()
+                link.out.size = 0
+                log.debug("link %s down (%s), %d queued frames dropped", link.key, link.address, dropped)
+                self._on_link(link.key, False)
+            if self._links.get(link.key) is not link:
+                return   # the handler closed this link
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def send(self, key: str, data: bytes, flush: bool = True) -> None:
+        """Queue ``data`` (one or more envelopes) to peer ``key`` over our DEALER.
+
+        Raises Unreachable when the link is not up, Overloaded when its outbox is full."""
+        link = self._links.get(key)
+        if link is None or not link.up:
+            raise Unreachable(f"node {key!r} is not connected")
+        self._enqueue(link.out, data, flush)
+
+    def reply(self, key: str, data: bytes, flush: bool = True) -> None:
+        """Queue ``data`` back to peer ``key`` over our ROUTER (to its DEALER)."""
+        out = self._router_outs.get(key)
+        if out is None:
+            out = self._router_outs[key] = _Outbox(self._router, key.encode())
+        self._enqueue(out, data, flush)
+
+    def _enqueue(self, out: _Outbox, data: bytes, flush: bool) -> None:
+        n = len(data)
+        if out.size + n > self.config.batch_bytes and out.items:
+            self._flush(out)
+        if out.size + n > self.config.max_outbox_bytes:
+            raise Overloaded(f"send buffer to {out.ident or 'peer'} is full ({out.size} bytes queued)")
+        out.items.append(data)
+        out.size += n
+        if self._corked:
+            self._mark_dirty(out)
+        elif flush or out.size >= self.config.batch_bytes:
+            self._flush(out)
+        else:
+            self._mark_dirty(out)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush_dirty)
+
+    def _mark_dirty(self, out: _Outbox) -> None:
+        if not out.dirty:
+            out.dirty = True
+            self._dirty.append(out)
+
+    def _flush_dirty(self) -> None:
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for out in dirty:
+            out.dirty = False
+            self._flush(out)
+
+    def _flush(self, out: _Outbox) -> None:
+        items = out.items
+        if not items:
+            return
+        data = items[0] if len(items) == 1 else b"".join(items)
+        sock = out.sock
+        try:
+            if out.ident is None:
+                sock.send(data, zmq.NOBLOCK, copy=False) if len(data) > 65536 else sock.send(data, zmq.NOBLOCK)
+            else:
+                sock.send(out.ident, zmq.NOBLOCK | zmq.SNDMORE)
+                sock.send(data, zmq.NOBLOCK)
+        except zmq.Again:
+            # High-water mark (or a link whose pipe is not attached yet): keep the frames,
+            # try again shortly. The outbox bound turns a lasting stall into Overloaded.
+            self._mark_dirty(out)
+            if not self._retry_scheduled:
+                self._retry_scheduled = True
+                self._loop.call_later(self.config.retry_ms / 1000, self._retry)
+            return
+        except zmq.ZMQError as exc:
+            # EHOSTUNREACH from ROUTER_MANDATORY: the peer's DEALER is gone. Its callers learn
+            # it from their own link going down; we count the lost replies.
+            self.counters["unroutable"] += len(items)
+            log.debug("unroutable frame to %r: %s", out.ident, exc)
+        else:
+            self.counters["frames_out"] += 1
+            self.counters["bytes_out"] += len(data)
+        items.clear()
+        out.size = 0
+        self._poke(sock)
+
+    def _retry(self) -> None:
+        self._retry_scheduled = False
+        self._flush_dirty()
+
+    def _poke(self, sock: zmq.Socket) -> None:
+        """After a send, an arrival's edge may have been consumed: look at EVENTS again."""
+        if sock.closed:
+            return
+        if sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            fd = id(sock)
+            if fd not in self._drain_scheduled:
+                self._drain_scheduled.add(fd)
+                key = None if sock is self._router else self._key_of(sock)
+                self._loop.call_soon(self._drain, sock, key, True)
+
+    def _key_of(self, sock: zmq.Socket) -> str | None:
+        for link in self._links.values():
+            if link.sock is sock:
+                return link.key
+        return None
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    def _drain(self, sock: zmq.Socket, key: str | None = None, poked: bool = False) -> None:
+        if poked:
+            self._drain_scheduled.discard(id(sock))
+        if sock.closed:
+            return
+        is_router = sock is self._router
+        on_frame = self._on_frame
+        counters = self.counters
+        self._corked += 1
+        try:
+            for _ in range(self.config.drain_budget):
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if is_router:
+                    if len(frames) != 2:
+                        counters["malformed"] += 1
+                        continue
+                    ident, data = frames
+                    peer = self._idents.get(ident)
+                    if peer is None:
+                        peer = self._peer_name(ident)
+                        if peer is None:
+                            counters["malformed"] += 1
+                            continue
+                else:
+                    if len(frames) != 1:
+                        counters["malformed"] += 1
+                        continue
+                    data = frames[0]
+                    peer = key
+                counters["frames_in"] += 1
+                counters["bytes_in"] += len(data)
+                try:
+                    on_frame(peer, data, is_router)
+                except Exception:   # a bug in a handler must not stop the node reading
+                    counters["handler_errors"] += 1
+                    log.exception("error handling a frame from %s", peer)
+            else:
+                # Budget spent with frames left: continue on the next loop iteration.
+                fid = id(sock)
+                if fid not in self._drain_scheduled:
+                    self._drain_scheduled.add(fid)
+                    self._loop.call_soon(self._drain, sock, key, True)
+        finally:
+            self._corked -= 1
+            if not self._corked and self._dirty:
+                self._flush_dirty()
+
+    def _peer_name(self, ident: bytes) -> str | None:
+        try:
+            name = ident.decode()
+        except UnicodeDecodeError:
+            return None
+        if len(self._idents) > 65536:
+            self._idents.clear()
+        self._idents[ident] = name
+        return name
