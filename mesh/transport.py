@@ -168,6 +168,11 @@ class Transport:
         whose id we learn from its hello; see :meth:`rename`). Idempotent."""
         if key in self._links:
             return
+        for other in list(self._links.values()):
+            if other.address == address:      # a seed link to this very peer: adopt it
+                self.rename(other.key, key)
+                return
+        log.debug("connect %s at %s", key, address)
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.ROUTING_ID, self.node_id.encode())
         sock.setsockopt(zmq.IMMEDIATE, 1)
@@ -181,15 +186,17 @@ class Transport:
         self._drain_monitor(link)
 
     def rename(self, old: str, new: str) -> bool:
-        """Re-key a seed link once its node id is known. False if ``new`` already has a link
-        (the seed link is then closed: one DEALER per peer)."""
+        """Re-key a seed link once its node id is known. If ``new`` already has a link (found
+        by another path while the seed answered), that one is closed: one DEALER per peer,
+        and the seed link is the one known to work."""
         link = self._links.get(old)
         if link is None or old == new:
             return False
+        log.debug("link %s is node %s", old, new)
         if new in self._links:
-            self.disconnect(old)
-            return False
+            self.disconnect(new)
         del self._links[old]
+        self._links[new] = link
         link.key = new
         self._loop.remove_reader(link.sock.getsockopt(zmq.FD))
         self._loop.add_reader(link.sock.getsockopt(zmq.FD), self._drain, link.sock, new)

@@ -54,17 +54,8 @@ from mesh._core.wire import HEADER_SIZE, VERSION
 from mesh.errors import DecodeError, EncodeError
 
 PUBLIC_API = [
-    "VERSION",
-    "HEADER_SIZE",
-    "Limits",
-    "DEFAULT_LIMITS",
-    "Envelope",
-    "pack_body",
-    "load_body",
-    "encode",
-    "encode_raw",
-    "decode_frame",
-    "decode",
+    "VERSION", "HEADER_SIZE", "Limits", "DEFAULT_LIMITS", "Envelope",
+    "pack_body", "load_body", "encode", "encode_raw", "decode_frame", "decode",
 ]
 
 _HEADER = struct.Struct("<BBHIQQQQBBH")
@@ -76,6 +67,12 @@ _U32_MAX = 0xFFFFFFFF
 _U64_MAX = 0xFFFFFFFFFFFFFFFF
 _INT_MAX = 0x7FFFFFFF  # the compiled Limits keeps C ints
 _MAX_DEPTH = 512  # the pre-scan's stack has this many slots (plus one)
+
+
+_LIMIT_NAMES = (
+    "max_frame_bytes", "max_body_bytes", "max_depth", "max_str_len", "max_bin_len",
+    "max_array_len", "max_map_len", "max_envelopes", "max_name_len", "max_subject_len",
+)
 
 
 def _check_limit(name: str, value: object, upper: int) -> int:
@@ -146,14 +143,8 @@ class Limits:
     max_subject_len = property(attrgetter("_max_subject_len"), doc="Longest subject, bytes.")
 
     def __repr__(self) -> str:
-        return (
-            f"Limits(max_frame_bytes={self._max_frame_bytes}, "
-            f"max_body_bytes={self._max_body_bytes}, max_depth={self._max_depth}, "
-            f"max_str_len={self._max_str_len}, max_bin_len={self._max_bin_len}, "
-            f"max_array_len={self._max_array_len}, max_map_len={self._max_map_len}, "
-            f"max_envelopes={self._max_envelopes}, max_name_len={self._max_name_len}, "
-            f"max_subject_len={self._max_subject_len})"
-        )
+        fields = ", ".join(f"{name}={getattr(self, name)}" for name in _LIMIT_NAMES)
+        return f"Limits({fields})"
 
 
 DEFAULT_LIMITS = Limits()
@@ -230,7 +221,7 @@ def pack_body(obj: object) -> bytes:
     try:
         return packer.pack(obj)
     except (TypeError, ValueError, OverflowError, RecursionError) as exc:
-        raise EncodeError(f"body cannot be packed: {exc}") from exc
+        raise EncodeError(f"body cannot be packed: {type(exc).__name__}: {exc}") from exc
     finally:
         _packers.append(packer)
 
@@ -423,7 +414,9 @@ def _load(view: memoryview, limits: Limits) -> object:
     n = view.nbytes
     if n > limits._max_body_bytes:
         raise DecodeError(f"body of {n} bytes exceeds max_body_bytes {limits._max_body_bytes}")
-    _prescan(view, n, limits)
+    error, where, what = _prescan(view, n, limits)
+    if error:
+        raise DecodeError(_SCAN_MESSAGES[error].format(where=where, what=what, lim=limits))
     try:
         return fallback.unpackb(view, **limits._unpack_kwargs)
     except Exception as exc:  # whatever msgpack raises, the caller sees one error type
@@ -433,17 +426,9 @@ def _load(view: memoryview, limits: Limits) -> object:
 # Token classes of the msgpack first byte, with their argument: a SCALAR's payload size, or
 # the size of the length field of a STR/BIN/ARRAY/MAP (0: the length is in the byte).
 _SCALAR, _STR, _BIN, _ARRAY, _MAP, _EXT, _RESERVED = range(7)
-_TOKENS_C0_DF = (
-    (_SCALAR, 0), (_RESERVED, 0), (_SCALAR, 0), (_SCALAR, 0),    # c0 nil, c1, c2 c3 bool
-    (_BIN, 1), (_BIN, 2), (_BIN, 4),                               # c4..c6 bin 8/16/32
-    (_EXT, 0), (_EXT, 0), (_EXT, 0),                               # c7..c9 ext 8/16/32
-    (_SCALAR, 4), (_SCALAR, 8),                                    # ca cb float 32/64
-    (_SCALAR, 1), (_SCALAR, 2), (_SCALAR, 4), (_SCALAR, 8),        # cc..cf uint
-    (_SCALAR, 1), (_SCALAR, 2), (_SCALAR, 4), (_SCALAR, 8),        # d0..d3 int
-    (_EXT, 0), (_EXT, 0), (_EXT, 0), (_EXT, 0), (_EXT, 0),         # d4..d8 fixext
-    (_STR, 1), (_STR, 2), (_STR, 4),                               # d9..db str 8/16/32
-    (_ARRAY, 2), (_ARRAY, 4), (_MAP, 2), (_MAP, 4),                # dc dd array, de df map
-)
+_CLASSES_C0_DF = "SRSSBBBEEESSSSSSSSSSEEEEETTTAAMM"  # c0..df: bool, bin, ext, numbers, str...
+_ARGS_C0_DF = "00001240004812481248000001242424"
+_CLASS = {"S": _SCALAR, "T": _STR, "B": _BIN, "A": _ARRAY, "M": _MAP, "E": _EXT, "R": _RESERVED}
 
 
 def _token_table() -> list[tuple[int, int]]:
@@ -458,80 +443,85 @@ def _token_table() -> list[tuple[int, int]]:
         elif byte <= 0xBF:
             table.append((_STR, 0))
         else:
-            table.append(_TOKENS_C0_DF[byte - 0xC0])
+            table.append((_CLASS[_CLASSES_C0_DF[byte - 0xC0]], int(_ARGS_C0_DF[byte - 0xC0])))
     return table
 
 
 _TOKENS = _token_table()
 
+# What the pre-scan found, as (code, where, what); formatted only when it is raised.
+(_E_EMPTY, _E_TRUNC, _E_EXT, _E_RESERVED, _E_STR, _E_BIN, _E_PAST, _E_DEPTH, _E_ARRAY, _E_MAP,
+ _E_TRAILING) = range(1, 12)
+_SCAN_MESSAGES = {
+    _E_EMPTY: "body is empty",
+    _E_TRUNC: "body truncated at offset {where}",
+    _E_EXT: "body uses msgpack ext type 0x{what:02x} at offset {where} (ext types are refused)",
+    _E_RESERVED: "body uses reserved byte 0xc1 at offset {where}",
+    _E_STR: "body str of {what} bytes at offset {where} exceeds max_str_len {lim.max_str_len}",
+    _E_BIN: "body bin of {what} bytes at offset {where} exceeds max_bin_len {lim.max_bin_len}",
+    _E_PAST: "body length {what} declared at offset {where} runs past its end",
+    _E_DEPTH: "body nests deeper than max_depth {lim.max_depth} at offset {where}",
+    _E_ARRAY: "body array of {what} items at offset {where} exceeds "
+              "max_array_len {lim.max_array_len}",
+    _E_MAP: "body map of {what} pairs at offset {where} exceeds max_map_len {lim.max_map_len}",
+    _E_TRAILING: "body has {what} trailing bytes after its object",
+}
 
-def _prescan(data: memoryview, n: int, limits: Limits) -> None:
-    """Walk the msgpack tokens of ``data`` once, iteratively; raise DecodeError on any breach.
+
+def _prescan(data: memoryview, n: int, limits: Limits) -> tuple[int, int, int]:
+    """Walk the msgpack tokens of ``data`` once, iteratively: (0, 0, 0) or an _E_ code.
 
     ``stack`` holds, per open array or map, how many items it still expects (2 per map pair).
     """
     if n == 0:
-        raise DecodeError("body is empty")
+        return _E_EMPTY, 0, 0
     max_depth = limits._max_depth
     stack: list[int] = []
     pos = 0
     while True:
+        where = pos
         if pos >= n:
-            raise DecodeError(f"body truncated at offset {pos}")
-        start = pos
+            return _E_TRUNC, where, 0
         byte = data[pos]
         pos += 1
         kind, arg = _TOKENS[byte]
         if kind == _SCALAR:
             if n - pos < arg:
-                raise DecodeError(f"body truncated at offset {start}")
+                return _E_TRUNC, where, 0
             pos += arg
         elif kind == _EXT:
-            raise DecodeError(
-                f"body uses msgpack ext type 0x{byte:02x} at offset {start} "
-                "(ext types are not accepted)")
+            return _E_EXT, where, byte
         elif kind == _RESERVED:
-            raise DecodeError(f"body uses reserved byte 0xc1 at offset {start}")
+            return _E_RESERVED, where, 0
         else:
             if arg == 0:
                 length = byte & (0x1F if kind == _STR else 0x0F)
             else:
                 if n - pos < arg:
-                    raise DecodeError(f"body truncated at offset {start}")
+                    return _E_TRUNC, where, 0
                 length = int.from_bytes(data[pos:pos + arg], "big")
                 pos += arg
             if kind == _STR or kind == _BIN:
                 if kind == _STR and length > limits._max_str_len:
-                    raise DecodeError(
-                        f"body str of {length} bytes at offset {start} exceeds "
-                        f"max_str_len {limits._max_str_len}")
+                    return _E_STR, where, length
                 if kind == _BIN and length > limits._max_bin_len:
-                    raise DecodeError(
-                        f"body bin of {length} bytes at offset {start} exceeds "
-                        f"max_bin_len {limits._max_bin_len}")
+                    return _E_BIN, where, length
                 if length > n - pos:
-                    raise DecodeError(
-                        f"body length {length} declared at offset {start} runs past its end")
+                    return _E_PAST, where, length
                 pos += length
             else:
                 if len(stack) >= max_depth:
-                    raise DecodeError(
-                        f"body nests deeper than max_depth {max_depth} at offset {start}")
+                    return _E_DEPTH, where, length
                 if kind == _ARRAY:
                     if length > limits._max_array_len:
-                        raise DecodeError(
-                            f"body array of {length} items at offset {start} exceeds "
-                            f"max_array_len {limits._max_array_len}")
+                        return _E_ARRAY, where, length
                     items = length
                 else:
                     if length > limits._max_map_len:
-                        raise DecodeError(
-                            f"body map of {length} pairs at offset {start} exceeds "
-                            f"max_map_len {limits._max_map_len}")
+                        return _E_MAP, where, length
                     items = 2 * length
                 if items > n - pos:  # every item takes at least one byte
-                    raise DecodeError(
-                        f"body length {length} declared at offset {start} runs past its end")
+                    return _E_PAST, where, length
                 if items:
                     stack.append(items)
                     continue
@@ -544,4 +534,5 @@ def _prescan(data: memoryview, n: int, limits: Limits) -> None:
         if not stack:
             break
     if pos != n:
-        raise DecodeError(f"body has {n - pos} trailing bytes after its object")
+        return _E_TRAILING, pos, n - pos
+    return 0, 0, 0

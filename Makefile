@@ -1,0 +1,25 @@
+# The two commands a new user needs; each installs what it needs into .venv first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test bench install clean
+
+$(BIN)/activate:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+install: $(BIN)/activate
+	$(BIN)/python -m pip install -q -e ".[test,bench]"
+
+demo: install          ## start a 3-process mesh and show its traffic live
+	$(BIN)/python -m mesh.demo
+
+test:                  ## what CI runs: fresh venv, build, tests on both hot paths
+	bash .ci/run
+
+bench: install         ## latency and throughput table with ratios (add ARGS=--plot)
+	$(BIN)/python -m bench $(ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info mesh/_core/*.so mesh/_core/*.c

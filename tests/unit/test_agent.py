@@ -1,0 +1,124 @@
+"""Agent class scanning, the eager runner and node-level argument checks (no sockets)."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import mesh
+from mesh.eager import SYNC_DONE, Resume, run_eager
+
+
+class Base(mesh.Agent):
+    capabilities = ("base",)
+
+    @mesh.rpc
+    async def ping(self):
+        return "pong"
+
+    @mesh.on("a.*", "b.#")
+    async def on_ab(self, topic, payload):
+        pass
+
+
+class Child(Base):
+    capabilities = ("child", "base")
+
+    @mesh.rpc(name="add", idempotent=True)
+    def plus(self, a, b):
+        return a + b
+
+    @mesh.rpc(eager=False)
+    async def lazy(self):
+        return 1
+
+
+def test_rpc_and_topic_tables_are_built_once_per_class():
+    assert set(Base.rpc_table) == {"ping"}
+    assert set(Child.rpc_table) == {"ping", "add", "lazy"}
+    add = Child.rpc_table["add"]
+    assert (add.attr, add.is_async, add.idempotent, add.eager) == ("plus", False, True, True)
+    assert Child.rpc_table["lazy"].eager is False
+    assert [p for p, _ in Child.topic_table] == ["a.*", "b.#"]
+    assert Child.capabilities == ("child", "base")
+
+
+def test_default_name_and_string_capabilities_rejected():
+    assert Child().name == "child"
+    assert Child("c-1").name == "c-1"
+    with pytest.raises(TypeError):
+        class Bad(mesh.Agent):
+            capabilities = "oops"
+    with pytest.raises(TypeError):
+        mesh.on()
+
+
+def test_agent_shortcuts_need_a_node():
+    with pytest.raises(RuntimeError):
+        asyncio.run(Child().call("x", "y"))
+
+
+def test_run_eager_finishes_synchronous_work_without_a_task():
+    async def quick(x):
+        return x * 2
+
+    assert run_eager(quick, (21,), {}, True) == (SYNC_DONE, 42)
+    assert run_eager(lambda x: x + 1, (1,), {}, False) == (SYNC_DONE, 2)
+
+
+def test_run_eager_hands_a_suspended_coroutine_to_a_task():
+    steps = []
+
+    async def suspends(n):
+        steps.append("before")
+        await asyncio.sleep(0)
+        steps.append("after")
+        fut = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_soon(fut.set_result, n)
+        return await fut
+
+    async def main():
+        state, rest = run_eager(suspends, (7,), {}, True)
+        assert state is None and isinstance(rest, Resume)
+        assert steps == ["before"]
+        async def finish():
+            return await rest
+        return await asyncio.create_task(finish())
+
+    assert asyncio.run(main()) == 7
+    assert steps == ["before", "after"]
+
+
+def test_run_eager_propagates_exceptions_and_cancellation():
+    async def boom():
+        raise KeyError("k")
+
+    with pytest.raises(KeyError):
+        run_eager(boom, (), {}, True)
+
+    async def forever():
+        await asyncio.Event().wait()
+
+    async def main():
+        _, rest = run_eager(forever, (), {}, True)
+        async def finish():
+            return await rest
+        task = asyncio.create_task(finish())
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+
+
+def test_node_rejects_bad_ids_and_duplicate_agents():
+    for bad in ("", "x" * 256, "\x00a", "seed:x"):
+        with pytest.raises(ValueError):
+            mesh.Node(bad)
+    node = mesh.Node("n")
+    node.add(Child("c"))
+    with pytest.raises(ValueError):
+        node.add(Child("c"))
+    with pytest.raises(TypeError):
+        node.add(object())

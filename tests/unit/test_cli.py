@@ -1,0 +1,59 @@
+"""``python -m mesh.node`` option parsing and configuration errors."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from mesh.node.cli import ConfigError, build_parser, load_agent, load_config
+
+
+def parse(*argv):
+    return load_config(build_parser().parse_args(list(argv)))
+
+
+def test_flags_win_over_the_config_file(tmp_path):
+    cfg = tmp_path / "node.toml"
+    cfg.write_text('[node]\nid = "from-file"\nbind = "tcp://127.0.0.1:7001"\njoin = ["tcp://127.0.0.1:7000"]\n'
+                   'default_timeout = 2\n')
+    c = parse("--config", str(cfg), "--id", "from-flag")
+    assert (c.id, c.bind, c.join, c.default_timeout) == ("from-flag", "tcp://127.0.0.1:7001",
+                                                         ["tcp://127.0.0.1:7000"], 2.0)
+
+
+@pytest.mark.parametrize("toml, message", [
+    ('id = "n"\nbogus = 1\n', "unknown key 'bogus'"),
+    ('id = "n"\njoin = "tcp://x"\n', "'join' must be a list of strings"),
+    ('id = "n"\ndefault_timeout = "fast"\n', "'default_timeout' must be a float"),
+    ('id = "n"\ndefault_timeout = -1\n', "default_timeout: must be positive"),
+    ('id = "n"\nlog_level = "loud"\n', "log_level"),
+    ('bind = "tcp://127.0.0.1:1"\n', "id: a node id is required"),
+    ('id = \n', "not valid TOML"),
+])
+def test_invalid_config_names_the_key(tmp_path, toml, message):
+    cfg = tmp_path / "node.toml"
+    cfg.write_text(toml)
+    with pytest.raises(ConfigError, match=message):
+        parse("--config", str(cfg))
+
+
+def test_agent_specs():
+    agent = load_agent("tests.integration.agents:Calc=calc-9")
+    assert agent.name == "calc-9"
+    assert load_agent("tests.integration.agents:Calc").name == "calc"
+    for bad in ("nocolon", "no.such.module:X", "tests.integration.agents:Nope", "mesh.errors:MeshError"):
+        with pytest.raises(ConfigError):
+            load_agent(bad)
+
+
+def test_help_lists_every_option():
+    out = subprocess.run([sys.executable, "-m", "mesh.node", "--help"], capture_output=True, text=True, check=True).stdout
+    for flag in ("--id", "--bind", "--join", "--agent", "--data-dir", "--config", "--log-level"):
+        assert flag in out
+
+
+def test_bad_config_exits_2_with_the_message(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "mesh.node", "--bind", "tcp://127.0.0.1:*"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "node id is required" in r.stderr
