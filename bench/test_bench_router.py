@@ -10,6 +10,9 @@ import pytest
 import mesh._core._pure.router as pure
 import mesh._core.router as compiled
 
+# Warm up first: the first benchmark of a cold process otherwise reads slow.
+pytestmark = pytest.mark.benchmark(warmup=True)
+
 TWINS = [pytest.param(compiled, id="compiled"), pytest.param(pure, id="pure")]
 NODES = 10
 AGENTS_PER_NODE = 100

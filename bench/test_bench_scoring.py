@@ -11,6 +11,9 @@ import pytest
 import mesh._core._pure.scoring as pure
 import mesh._core.scoring as compiled
 
+# Warm up first: the first benchmark of a cold process otherwise reads slow.
+pytestmark = pytest.mark.benchmark(warmup=True)
+
 TWINS = {"compiled": compiled, "pure": pure}
 
 

@@ -21,7 +21,8 @@ Decoding is split in two because a node routes on the header alone:
   msgpack tokens in one iterative pass with a fixed-size stack and no allocation: nesting
   depth, every declared str/bin/array/map length against both the limits and the bytes that
   remain, no ext types, no reserved byte 0xc1, exactly one object and nothing after it.
-  Only a body that passes is given to msgpack, which is told the same limits again.
+  Only a body that passes is given to msgpack, whose own length checks (against the body's
+  length, or the limits where tighter) stay on as a second line of defence.
 
   Why a pre-scan: the cost is one linear loop and a fixed array, so a hostile body (declared
   lengths of 2**32, nesting thousands deep, a huge array of tiny items) is refused before a
@@ -75,6 +76,8 @@ cdef uint64_t _U64_MAX = 0xFFFFFFFFFFFFFFFF
 cdef int _INT_MAX = 0x7FFFFFFF  # Limits keeps C ints
 cdef uint16_t _ONE = 1
 
+if msgpack.version < (1, 0, 0):  # _load relies on the 1.0 defaults of unpackb
+    raise ImportError("mesh._core.codec needs msgpack >= 1.0")
 if HEADER_SIZE != _HDR or VERSION != _VER:
     raise ImportError("mesh._core.codec was built for another wire layout; rebuild it")
 if (<unsigned char*>&_ONE)[0] != 1:
@@ -104,7 +107,7 @@ cdef class Limits:
 
     cdef readonly int max_frame_bytes, max_body_bytes, max_depth, max_str_len, max_bin_len
     cdef readonly int max_array_len, max_map_len, max_envelopes, max_name_len, max_subject_len
-    cdef object _str_len, _bin_len, _array_len, _map_len  # as Python ints, for msgpack
+    cdef Py_ssize_t _msgpack_bound  # bodies this short need no explicit msgpack limits
 
     def __init__(self, *, max_frame_bytes=16 * 1024 * 1024, max_body_bytes=16 * 1024 * 1024,
                  max_depth=32, max_str_len=1024 * 1024, max_bin_len=16 * 1024 * 1024,
@@ -120,11 +123,10 @@ cdef class Limits:
         self.max_envelopes = _check_limit("max_envelopes", max_envelopes, _INT_MAX)
         self.max_name_len = _check_limit("max_name_len", max_name_len, _U8_MAX)
         self.max_subject_len = _check_limit("max_subject_len", max_subject_len, _U16_MAX)
-        # msgpack enforces the same bounds again: a second line of defence behind the pre-scan
-        self._str_len = self.max_str_len
-        self._bin_len = self.max_bin_len
-        self._array_len = self.max_array_len
-        self._map_len = self.max_map_len
+        # msgpack bounds lengths by the body's size by itself; the limits are tighter only
+        # for bodies longer than this
+        self._msgpack_bound = min(self.max_str_len, self.max_bin_len, self.max_array_len,
+                                  2 * <Py_ssize_t>self.max_map_len)
 
     def __repr__(self):
         fields = ", ".join(f"{name}={getattr(self, name)}" for name in _LIMIT_NAMES)
@@ -452,9 +454,11 @@ cdef object _load(object raw, const unsigned char* p, Py_ssize_t n, Limits limit
     if error:
         raise DecodeError(_SCAN_MESSAGES[error].format(where=where, what=what, lim=limits))
     try:
+        if n <= limits._msgpack_bound:  # msgpack's defaults (raw=False, use_list=True,
+            return _unpackb(raw)         # strict_map_key=True; lengths <= n) are as tight
         return _unpackb(raw, raw=False, use_list=True, strict_map_key=True,
-                        max_str_len=limits._str_len, max_bin_len=limits._bin_len,
-                        max_array_len=limits._array_len, max_map_len=limits._map_len)
+                        max_str_len=limits.max_str_len, max_bin_len=limits.max_bin_len,
+                        max_array_len=limits.max_array_len, max_map_len=limits.max_map_len)
     except Exception as exc:  # whatever msgpack raises, the caller sees one error type
         raise DecodeError(f"body does not unpack: {type(exc).__name__}: {exc}") from exc
 

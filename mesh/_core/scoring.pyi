@@ -5,6 +5,7 @@ from typing import Final, SupportsFloat
 PUBLIC_API: list[str]
 LATENCY_FLOOR_US: Final[float]
 ERROR_PENALTY: Final[float]
+LOSER_DECAY: Final[float]
 
 def load_score(inflight: SupportsFloat, ewma_latency_us: SupportsFloat, error_rate: SupportsFloat,
                capacity: SupportsFloat) -> float: ...

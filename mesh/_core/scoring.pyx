@@ -24,7 +24,11 @@ A target never sampled scores with ``default_latency_us``.
 ``pick`` uses the power of two choices (Mitzenmacher): draw two distinct candidates at random
 and keep the lower score (the first drawn on a tie). Unlike "always the best" it does not herd
 every caller onto the same target between score updates, and unlike uniform random it avoids
-loaded targets. The random numbers come from xorshift64* seeded from ``seed``, written
+loaded targets. The loser of each comparison ages: its latency and error averages shrink by
+``LOSER_DECAY`` (a fraction), so a target judged on one stale bad sample is tried again after
+about ln(score ratio) / LOSER_DECAY lost comparisons instead of starving forever, while a
+target that really is slow gets only that trickle of probes (Finagle's peak-EWMA decays by
+time for the same reason; we decay by events so the core stays clock-free). The random numbers come from xorshift64* seeded from ``seed``, written
 identically in both twins so that the same seed and the same calls give the same picks.
 
 Both twins (compiled and pure) implement this contract bit for bit.
@@ -35,13 +39,15 @@ from libc.stdint cimport uint64_t
 from libc.stdlib cimport free, realloc
 from libc.math cimport INFINITY
 
-PUBLIC_API = ["LATENCY_FLOOR_US", "ERROR_PENALTY", "load_score", "Scoreboard"]
+PUBLIC_API = ["LATENCY_FLOOR_US", "ERROR_PENALTY", "LOSER_DECAY", "load_score", "Scoreboard"]
 
 LATENCY_FLOOR_US = 50.0
 ERROR_PENALTY = 10.0
+LOSER_DECAY = 0.05
 
 cdef double _LATENCY_FLOOR_US = 50.0
 cdef double _ERROR_PENALTY = 10.0
+cdef double _LOSER_DECAY = 0.05
 cdef uint64_t _SEED_MIX = 0x9E3779B97F4A7C15
 cdef uint64_t _XORSHIFT_MUL = 0x2545F4914F6CDD1D
 
@@ -233,7 +239,7 @@ cdef class Scoreboard:
 
         One candidate is returned as is. Otherwise two distinct indices are drawn,
         i = (rand >> 11) % n and j = (rand >> 11) % (n - 1), plus 1 if j >= i, and the
-        candidate with the lower score wins (the first drawn on a tie)."""
+        candidate with the lower score wins (the first drawn on a tie); the loser ages."""
         cdef Py_ssize_t n = len(candidates)
         if n == 0:
             raise ValueError("pick() needs at least one candidate")
@@ -253,8 +259,20 @@ cdef class Scoreboard:
             first = candidates[i]
             second = candidates[j]
         if self._score(second) < self._score(first):
+            self._age(first)
             return second
+        self._age(second)
         return first
+
+    cdef int _age(self, object loser) except -1:
+        cdef Py_ssize_t slot = self._slot_of(loser)
+        if slot < 0:                  # a fresh loser must age like the rest, so track it
+            self._add(loser, 1.0)
+            slot = self._slot_of(loser)
+        cdef _Stat* st = &self._stats[slot]
+        st.latency_us *= 1.0 - _LOSER_DECAY
+        st.error_rate *= 1.0 - _LOSER_DECAY
+        return 0
 
     def __len__(self):
         return len(self._slots)

@@ -34,6 +34,7 @@ class Peer:
     boot: int = 0
     agents: dict[str, tuple[str, ...]] = field(default_factory=dict)
     topics: tuple[str, ...] = ()
+    applied_topics: tuple[str, ...] = ()   # what the remote topic table holds for this peer
 
 
 @dataclass(frozen=True, slots=True)

@@ -559,8 +559,10 @@ class Node:
     def _peer_down(self, peer: Peer, why: str) -> None:
         log.info("peer %s is down (%s)", peer.id, why)
         peer.state = PeerState.DOWN
-        self._directory.remove_node(peer.id)
+        for name in self._directory.remove_node(peer.id):
+            self._scores.remove(name)
         self._remote_topics.remove_subscriber(peer.id)
+        peer.applied_topics = ()
         for msg_id in [m for m, p in self._pending.items() if p.node == peer.id]:
             self._fail_pending(msg_id, Unreachable(f"node {peer.id} {why} before answering"))
         self._changed.set()
@@ -607,12 +609,14 @@ class Node:
         conflicts = self._directory.set_node(peer.id, peer.agents)
         for name in conflicts:
             log.warning("agent name %r on node %s clashes with a local agent; calls stay local", name, peer.id)
-        self._remote_topics.remove_subscriber(peer.id)
-        for pattern in peer.topics:
-            try:
-                self._remote_topics.subscribe(pattern, peer.id)
-            except ValueError:
-                self.counters["protocol_errors"] += 1
+        if peer.topics != peer.applied_topics:   # unchanged: keep the match cache warm
+            self._remote_topics.remove_subscriber(peer.id)
+            for pattern in peer.topics:
+                try:
+                    self._remote_topics.subscribe(pattern, peer.id)
+                except ValueError:
+                    self.counters["protocol_errors"] += 1
+            peer.applied_topics = peer.topics
         self._changed.set()
 
     async def _join(self) -> None:

@@ -211,10 +211,14 @@ def test_fuzz_random_bytes(data):
     b"\xc0", b"\x01", b"\xa1a", b"\xd9\x01a", b"\xc4\x01x", b"\xcb" + bytes(8), b"\xca",
     b"\xc7\x01\x01x", b"\xd5\x00\x00\x00", b"\xc1", b"\xa0", b"\x90", b"\x80", b"\xff",
     b"\xdb\x00\x10\x00\x00", b"\xc6\x7f\xff\xff\xff", b"\xdd\xff\xff\xff\xff",
-]), min_size=1, max_size=60), st.integers(1, 40))
-def test_fuzz_token_streams(tokens, max_depth):
+]), min_size=1, max_size=60), st.fixed_dictionaries({}, optional={
+    "max_depth": st.integers(1, 40), "max_str_len": st.integers(1, 4),
+    "max_bin_len": st.integers(1, 4), "max_array_len": st.integers(1, 4),
+    "max_map_len": st.integers(1, 4), "max_body_bytes": st.integers(1, 200),
+}))
+def test_fuzz_token_streams(tokens, limits):
     """Streams of plausible tokens reach far deeper into the pre-scan than random bytes."""
-    got = twins_agree_limited("load_body", b"".join(tokens), max_depth=max_depth)
+    got = twins_agree_limited("load_body", b"".join(tokens), **limits)
     assert got[0] in ("ok", "DecodeError")
 
 

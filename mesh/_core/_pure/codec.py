@@ -20,7 +20,8 @@ Decoding is split in two because a node routes on the header alone:
   msgpack tokens in one iterative pass with a fixed-size stack and no allocation: nesting
   depth, every declared str/bin/array/map length against both the limits and the bytes that
   remain, no ext types, no reserved byte 0xc1, exactly one object and nothing after it.
-  Only a body that passes is given to msgpack, which is told the same limits again.
+  Only a body that passes is given to msgpack, whose own length checks (against the body's
+  length, or the limits where tighter) stay on as a second line of defence.
 
   Why a pre-scan: the cost is one linear loop and a fixed array, so a hostile body (declared
   lengths of 2**32, nesting thousands deep, a huge array of tiny items) is refused before a
@@ -241,7 +242,7 @@ def _name_utf8(value: object, upper: int, name: str) -> bytes:
     if not isinstance(value, str):
         raise EncodeError(f"{name} must be a str, not {type(value).__name__}")
     try:
-        data = value.encode("utf-8")
+        data = str.encode(value, "utf-8")  # as the C API does, whatever a subclass says
     except UnicodeEncodeError as exc:
         raise EncodeError(f"{name} is not encodable as UTF-8") from exc
     if len(data) > upper:

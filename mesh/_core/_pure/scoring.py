@@ -22,7 +22,11 @@ A target never sampled scores with ``default_latency_us``.
 ``pick`` uses the power of two choices (Mitzenmacher): draw two distinct candidates at random
 and keep the lower score (the first drawn on a tie). Unlike "always the best" it does not herd
 every caller onto the same target between score updates, and unlike uniform random it avoids
-loaded targets. The random numbers come from xorshift64* seeded from ``seed``, written
+loaded targets. The loser of each comparison ages: its latency and error averages shrink by
+``LOSER_DECAY`` (a fraction), so a target judged on one stale bad sample is tried again after
+about ln(score ratio) / LOSER_DECAY lost comparisons instead of starving forever, while a
+target that really is slow gets only that trickle of probes (Finagle's peak-EWMA decays by
+time for the same reason; we decay by events so the core stays clock-free). The random numbers come from xorshift64* seeded from ``seed``, written
 identically in both twins so that the same seed and the same calls give the same picks.
 
 Both twins (compiled and pure) implement this contract bit for bit.
@@ -31,10 +35,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-PUBLIC_API = ["LATENCY_FLOOR_US", "ERROR_PENALTY", "load_score", "Scoreboard"]
+PUBLIC_API = ["LATENCY_FLOOR_US", "ERROR_PENALTY", "LOSER_DECAY", "load_score", "Scoreboard"]
 
 LATENCY_FLOOR_US = 50.0
 ERROR_PENALTY = 10.0
+LOSER_DECAY = 0.05
 
 _MASK64 = 0xFFFFFFFFFFFFFFFF
 _SEED_MIX = 0x9E3779B97F4A7C15
@@ -182,7 +187,7 @@ class Scoreboard:
 
         One candidate is returned as is. Otherwise two distinct indices are drawn,
         i = (rand >> 11) % n and j = (rand >> 11) % (n - 1), plus 1 if j >= i, and the
-        candidate with the lower score wins (the first drawn on a tie)."""
+        candidate with the lower score wins (the first drawn on a tie); the loser ages."""
         n = len(candidates)
         if n == 0:
             raise ValueError("pick() needs at least one candidate")
@@ -195,8 +200,18 @@ class Scoreboard:
         first = candidates[i]
         second = candidates[j]
         if self._score(second) < self._score(first):
+            self._age(first)
             return second
+        self._age(second)
         return first
+
+    def _age(self, loser: object) -> None:
+        stats = self._stats.get(loser)
+        if stats is None:             # a fresh loser must age like the rest, so track it
+            self.add(loser)
+            stats = self._stats[loser]
+        stats[_LATENCY] *= 1.0 - LOSER_DECAY
+        stats[_ERRORS] *= 1.0 - LOSER_DECAY
 
     def __len__(self) -> int:
         return len(self._stats)
