@@ -64,13 +64,19 @@ class ServerStartError(RuntimeError):
     """A server process exited or stayed silent instead of printing its ``ready`` line."""
 
 
+def _load_libc():
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True) if sys.platform == "linux" else None
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()   # loaded here, not in the forked child, where only async-signal-safe work belongs
+
+
 def _die_with_parent() -> None:
     """preexec_fn: have the kernel SIGKILL the child if the bench process dies (Linux only)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)          # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+    _LIBC.prctl(1, signal.SIGKILL)             # PR_SET_PDEATHSIG
 
 
 class ServerProcess:
@@ -91,7 +97,7 @@ class ServerProcess:
         self._stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             self.argv, cwd=self.cwd, env=env, stdout=subprocess.PIPE, stderr=self._stderr,
-            stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+            stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent if _LIBC is not None else None)
         ServerProcess._live.add(self)
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
         line = self.proc.stdout.readline().decode(errors="replace") if ready else ""

@@ -113,7 +113,7 @@ class Transport:
         self._drain_scheduled: set[int] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.counters = {"frames_in": 0, "frames_out": 0, "bytes_in": 0, "bytes_out": 0,
-                         "unroutable": 0, "malformed": 0, "handler_errors": 0}
+                         "unroutable": 0, "malformed_frames": 0, "internal_errors": 0}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -364,18 +364,18 @@ class Transport:
                     break
                 if is_router:
                     if len(frames) != 2:
-                        counters["malformed"] += 1
+                        counters["malformed_frames"] += 1
                         continue
                     ident, data = frames
                     peer = self._idents.get(ident)
                     if peer is None:
                         peer = self._peer_name(ident)
                         if peer is None:
-                            counters["malformed"] += 1
+                            counters["malformed_frames"] += 1
                             continue
                 else:
                     if len(frames) != 1:
-                        counters["malformed"] += 1
+                        counters["malformed_frames"] += 1
                         continue
                     data = frames[0]
                     peer = key
@@ -384,7 +384,7 @@ class Transport:
                 try:
                     on_frame(peer, data, is_router)
                 except Exception:   # a bug in a handler must not stop the node reading
-                    counters["handler_errors"] += 1
+                    counters["internal_errors"] += 1
                     log.exception("error handling a frame from %s", peer)
             else:
                 # Budget spent with frames left: continue on the next loop iteration.

@@ -60,7 +60,8 @@ PUBLIC_API = [
 ]
 
 _HEADER = struct.Struct("<BBHIQQQQBBH")
-assert _HEADER.size == HEADER_SIZE
+if _HEADER.size != HEADER_SIZE:
+    raise ImportError("mesh._core._pure.codec does not match the wire layout in mesh._core.wire")
 
 _U8_MAX = 0xFF
 _U16_MAX = 0xFFFF

@@ -1,0 +1,108 @@
+"""A node facing bad input over a real socket: garbage frames, wrong frame shapes, requests
+for unknown agents, oversized payloads, calls while stopped. It answers with clear errors,
+counts what it drops, and keeps serving."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import zmq
+
+import mesh
+from mesh._core import codec
+from mesh._core.wire import Kind
+from mesh.errors import EncodeError, Unavailable, UnknownAgent
+from tests.conftest import run_async
+from tests.integration.agents import Calc
+
+
+def test_garbage_frames_are_counted_and_dropped():
+    async def main():
+        async with mesh.Node("victim") as node:
+            node.add(Calc("calc"))
+            ctx = zmq.Context()
+            raw = ctx.socket(zmq.DEALER)
+            raw.setsockopt(zmq.ROUTING_ID, b"rogue")
+            raw.connect(node.address)
+            garbage = [b"", b"\x00", b"\x01" * 43, b"\xff" * 100, bytes(range(256)) * 40]
+            env = codec.encode(Kind.REQUEST, 1, 0, "rogue", "calc", "add", [[1, 2], {}])
+            garbage.append(env[:-3])                       # truncated body
+            garbage.append(env[:44] + b"\xc1")             # header fine, rest cut
+            for g in garbage:
+                raw.send(g)
+            raw.send_multipart([b"a", b"b"])               # wrong frame shape
+            # A well-formed request from the same rogue peer still gets its answer.
+            raw.send(env)
+            for _ in range(200):
+                await asyncio.sleep(0.01)
+                if raw.poll(0):
+                    break
+            reply, body = codec.decode(raw.recv())
+            assert (reply.kind, reply.corr_id, body) == (Kind.REPLY, 1, 3)
+            stats = node.stats()
+            assert stats["malformed"] == len(garbage)          # envelopes that did not decode
+            assert stats["malformed_frames"] == 1              # the two-part message
+            raw.close(0)
+            ctx.term()
+    run_async(main)
+
+
+def test_bad_request_bodies_get_error_replies():
+    async def main():
+        async with mesh.Node("victim") as node:
+            node.add(Calc("calc"))
+            ctx = zmq.Context()
+            raw = ctx.socket(zmq.DEALER)
+            raw.setsockopt(zmq.ROUTING_ID, b"rogue")
+            raw.connect(node.address)
+            cases = {
+                1: codec.encode(Kind.REQUEST, 1, 0, "rogue", "nobody", "add", [[1, 2], {}]),
+                2: codec.encode(Kind.REQUEST, 2, 0, "rogue", "calc", "nope", [[], {}]),
+                3: codec.encode(Kind.REQUEST, 3, 0, "rogue", "calc", "add", "not [args, kwargs]"),
+                4: codec.encode_raw(Kind.REQUEST, 4, 0, "rogue", "calc", "add", b"\x91" * 100 + b"\xc0"),
+            }
+            for data in cases.values():
+                raw.send(data)
+            answers = {}
+            for _ in range(300):
+                await asyncio.sleep(0.01)
+                while raw.poll(0):
+                    for env in codec.decode_frame(raw.recv()):   # replies of one read come batched
+                        answers[env.corr_id] = (env.kind, codec.load_body(env.body)[0])
+                if len(answers) == len(cases):
+                    break
+            assert answers == {1: (Kind.ERROR, "UnknownAgent"), 2: (Kind.ERROR, "UnknownMethod"),
+                               3: (Kind.ERROR, "ProtocolError"), 4: (Kind.ERROR, "DecodeError")}
+            raw.close(0)
+            ctx.term()
+    run_async(main)
+
+
+def test_oversized_payload_is_refused_before_sending():
+    async def main():
+        limits = codec.Limits(max_frame_bytes=64 * 1024, max_body_bytes=64 * 1024)
+        async with mesh.Node("a", limits=limits) as a:
+            a.add(Calc("calc-a"))
+            async with mesh.Node("b", seeds=[a.address], limits=limits) as b:
+                with pytest.raises(EncodeError):
+                    await b.call("calc-a", "add", b"x" * 100_000, b"")
+                with pytest.raises(EncodeError):
+                    await b.call("calc-a", "add", object(), 1)
+                assert await b.call("calc-a", "add", 1, 2) == 3
+    run_async(main)
+
+
+def test_calls_on_a_stopped_node_fail_fast():
+    async def main():
+        node = mesh.Node("solo")
+        node.add(Calc("calc"))
+        with pytest.raises(Unavailable):
+            await node.call("calc", "add", 1, 2)
+        await node.start()
+        assert await node.call("calc", "add", 1, 2) == 3      # local: no sockets involved
+        with pytest.raises(UnknownAgent):
+            await node.call("ghost", "add", 1, 2)
+        await node.stop()
+        with pytest.raises(Unavailable):
+            await node.send("calc", "add", 1, 2)
+    run_async(main)
