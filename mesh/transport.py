@@ -45,6 +45,13 @@ FrameHandler = Callable[[str, bytes, bool], None]   # (peer key, frame, arrived 
 LinkHandler = Callable[[str, bool], None]           # (peer key, up)
 
 _MONITOR_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+# Plain ints: pyzmq's enum flags cost an enum construction per call on the hot path.
+_NOBLOCK = int(zmq.NOBLOCK)
+_NOBLOCK_SNDMORE = int(zmq.NOBLOCK | zmq.SNDMORE)
+_EVENTS = int(zmq.EVENTS)
+_RCVMORE = int(zmq.RCVMORE)
+_POLLIN = int(zmq.POLLIN)
+_COPY_THRESHOLD = 64 * 1024   # larger frames go zero-copy
 
 
 @dataclass(slots=True)
@@ -110,7 +117,9 @@ class Transport:
         self._corked = 0
         self._flush_scheduled = False
         self._retry_scheduled = False
-        self._drain_scheduled: set[int] = set()
+        self._drain_scheduled: set[int] = set()   # id(socket) with a drain already queued
+        self._keys: dict[int, str] = {}            # id(DEALER socket) -> peer key
+        self._draining: zmq.Socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.counters = {"frames_in": 0, "frames_out": 0, "bytes_in": 0, "bytes_out": 0,
                          "unroutable": 0, "malformed_frames": 0, "internal_errors": 0}
@@ -180,6 +189,7 @@ class Transport:
         monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
         link = _Link(key, address, sock, monitor)
         self._links[key] = link
+        self._keys[id(sock)] = key
         self._loop.add_reader(sock.getsockopt(zmq.FD), self._drain, sock, key)
         self._loop.add_reader(monitor.getsockopt(zmq.FD), self._drain_monitor, link)
         sock.connect(address)
@@ -198,6 +208,7 @@ class Transport:
         del self._links[old]
         self._links[new] = link
         link.key = new
+        self._keys[id(link.sock)] = new
         self._loop.remove_reader(link.sock.getsockopt(zmq.FD))
         self._loop.add_reader(link.sock.getsockopt(zmq.FD), self._drain, link.sock, new)
         return True
@@ -207,6 +218,7 @@ class Transport:
         if link is None:
             return
         self._flush(link.out)
+        self._keys.pop(id(link.sock), None)
         self._loop.remove_reader(link.sock.getsockopt(zmq.FD))
         self._loop.remove_reader(link.monitor.getsockopt(zmq.FD))
         link.sock.disable_monitor()
@@ -300,10 +312,10 @@ class Transport:
         sock = out.sock
         try:
             if out.ident is None:
-                sock.send(data, zmq.NOBLOCK, copy=False) if len(data) > 65536 else sock.send(data, zmq.NOBLOCK)
+                sock.send(data, _NOBLOCK, copy=len(data) <= _COPY_THRESHOLD)
             else:
-                sock.send(out.ident, zmq.NOBLOCK | zmq.SNDMORE)
-                sock.send(data, zmq.NOBLOCK)
+                sock.send(out.ident, _NOBLOCK_SNDMORE)
+                sock.send(data, _NOBLOCK, copy=len(data) <= _COPY_THRESHOLD)
         except zmq.Again:
             # High-water mark (or a link whose pipe is not attached yet): keep the frames,
             # try again shortly. The outbox bound turns a lasting stall into Overloaded.
@@ -322,32 +334,29 @@ class Transport:
             self.counters["bytes_out"] += len(data)
         items.clear()
         out.size = 0
-        self._poke(sock)
+        if sock is not self._draining:
+            self._poke(sock)
 
     def _retry(self) -> None:
         self._retry_scheduled = False
         self._flush_dirty()
 
     def _poke(self, sock: zmq.Socket) -> None:
-        """After a send, an arrival's edge may have been consumed: look at EVENTS again."""
-        if sock.closed:
-            return
-        if sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            fd = id(sock)
-            if fd not in self._drain_scheduled:
-                self._drain_scheduled.add(fd)
-                key = None if sock is self._router else self._key_of(sock)
-                self._loop.call_soon(self._drain, sock, key, True)
+        """A send may have consumed the edge of an arrival: look at the socket again soon.
 
-    def _key_of(self, sock: zmq.Socket) -> str | None:
-        for link in self._links.values():
-            if link.sock is sock:
-                return link.key
-        return None
+        Deferred to the next loop iteration, so the check (a getsockopt, ~1 µs) runs while
+        we wait for the answer instead of before we start waiting."""
+        sid = id(sock)
+        if sid not in self._drain_scheduled:
+            self._drain_scheduled.add(sid)
+            self._loop.call_soon(self._drain, sock, self._keys.get(sid), True)
 
     # -- receiving ---------------------------------------------------------------------------
 
     def _drain(self, sock: zmq.Socket, key: str | None = None, poked: bool = False) -> None:
+        """Read what the socket holds. Each frame is handled and its replies sent before the
+        next is read (so a reply never waits on a later arrival); then ZMQ_EVENTS says
+        whether more is there — cheaper than ending on EAGAIN, which raises."""
         if poked:
             self._drain_scheduled.discard(id(sock))
         if sock.closed:
@@ -356,43 +365,51 @@ class Transport:
         on_frame = self._on_frame
         counters = self.counters
         self._corked += 1
+        self._draining = sock
         try:
+            if poked and not sock.get(_EVENTS) & _POLLIN:
+                return
             for _ in range(self.config.drain_budget):
                 try:
-                    frames = sock.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                if is_router:
-                    if len(frames) != 2:
-                        counters["malformed_frames"] += 1
-                        continue
-                    ident, data = frames
-                    peer = self._idents.get(ident)
-                    if peer is None:
-                        peer = self._peer_name(ident)
-                        if peer is None:
+                    if is_router:
+                        ident = sock.recv(_NOBLOCK)
+                        data = sock.recv(_NOBLOCK)
+                        if sock.get(_RCVMORE):      # peers send one part; more is an error
+                            while sock.get(_RCVMORE):
+                                sock.recv(_NOBLOCK)
                             counters["malformed_frames"] += 1
-                            continue
-                else:
-                    if len(frames) != 1:
+                            data = None
+                    else:
+                        # Frames on a DEALER stand alone (no routing id to keep in step), so a
+                        # multi-part message from a broken peer is just several bad frames.
+                        data = sock.recv(_NOBLOCK)
+                except zmq.Again:
+                    return
+                if data is not None:
+                    if is_router:
+                        peer = self._idents.get(ident)
+                        if peer is None:
+                            peer = self._peer_name(ident)
+                    else:
+                        peer = key
+                    if peer is None:
                         counters["malformed_frames"] += 1
-                        continue
-                    data = frames[0]
-                    peer = key
-                counters["frames_in"] += 1
-                counters["bytes_in"] += len(data)
-                try:
-                    on_frame(peer, data, is_router)
-                except Exception:   # a bug in a handler must not stop the node reading
-                    counters["internal_errors"] += 1
-                    log.exception("error handling a frame from %s", peer)
-            else:
-                # Budget spent with frames left: continue on the next loop iteration.
-                fid = id(sock)
-                if fid not in self._drain_scheduled:
-                    self._drain_scheduled.add(fid)
-                    self._loop.call_soon(self._drain, sock, key, True)
+                    else:
+                        counters["frames_in"] += 1
+                        counters["bytes_in"] += len(data)
+                        try:
+                            on_frame(peer, data, is_router)
+                        except Exception:   # a bug in a handler must not stop the node reading
+                            counters["internal_errors"] += 1
+                            log.exception("error handling a frame from %s", peer)
+                if self._dirty:
+                    self._flush_dirty()
+                if sock.closed or not sock.get(_EVENTS) & _POLLIN:
+                    return
+            # Budget spent with frames left: continue on the next loop iteration.
+            self._poke(sock)
         finally:
+            self._draining = None
             self._corked -= 1
             if not self._corked and self._dirty:
                 self._flush_dirty()
