@@ -381,13 +381,18 @@ class Node:
                 self.counters["protocol_errors"] += 1
                 log.debug("unknown envelope kind %d from %s dropped", kind, peer)
 
-    def _handle_reply(self, env: Any) -> None:
+    def _answered(self, env: Any) -> _Pending | None:
+        """The pending call a REPLY/ERROR answers, if its caller still waits."""
         p = self._pending.pop(env.corr_id, None)
         if p is None:
-            self.counters["late_replies"] += 1
-            return
+            self.counters["late_replies"] += 1   # timed out, cancelled, or never ours
+            return None
         p.timer.cancel()
-        if p.future.done():
+        return None if p.future.done() else p
+
+    def _handle_reply(self, env: Any) -> None:
+        p = self._answered(env)
+        if p is None:
             return
         try:
             p.future.set_result(codec.load_body(env.body, self.limits))
@@ -395,12 +400,8 @@ class Node:
             p.future.set_exception(exc)
 
     def _handle_error(self, env: Any) -> None:
-        p = self._pending.pop(env.corr_id, None)
+        p = self._answered(env)
         if p is None:
-            self.counters["late_replies"] += 1
-            return
-        p.timer.cancel()
-        if p.future.done():
             return
         try:
             type_name, message, origin = codec.load_body(env.body, self.limits)

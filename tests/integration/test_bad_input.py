@@ -16,13 +16,23 @@ from tests.conftest import run_async
 from tests.integration.agents import Calc
 
 
-def test_garbage_frames_are_counted_and_dropped():
+@pytest.fixture
+def rogue():
+    """A raw DEALER that speaks to a node without the mesh's manners."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.ROUTING_ID, b"rogue")
+    yield sock
+    sock.close(0)
+    ctx.term()
+
+
+def test_garbage_frames_are_counted_and_dropped(rogue):
+    raw = rogue
+
     async def main():
         async with mesh.Node("victim") as node:
             node.add(Calc("calc"))
-            ctx = zmq.Context()
-            raw = ctx.socket(zmq.DEALER)
-            raw.setsockopt(zmq.ROUTING_ID, b"rogue")
             raw.connect(node.address)
             garbage = [b"", b"\x00", b"\x01" * 43, b"\xff" * 100, bytes(range(256)) * 40]
             env = codec.encode(Kind.REQUEST, 1, 0, "rogue", "calc", "add", [[1, 2], {}])
@@ -42,18 +52,15 @@ def test_garbage_frames_are_counted_and_dropped():
             stats = node.stats()
             assert stats["malformed"] == len(garbage)          # envelopes that did not decode
             assert stats["malformed_frames"] == 1              # the two-part message
-            raw.close(0)
-            ctx.term()
     run_async(main)
 
 
-def test_bad_request_bodies_get_error_replies():
+def test_bad_request_bodies_get_error_replies(rogue):
+    raw = rogue
+
     async def main():
         async with mesh.Node("victim") as node:
             node.add(Calc("calc"))
-            ctx = zmq.Context()
-            raw = ctx.socket(zmq.DEALER)
-            raw.setsockopt(zmq.ROUTING_ID, b"rogue")
             raw.connect(node.address)
             cases = {
                 1: codec.encode(Kind.REQUEST, 1, 0, "rogue", "nobody", "add", [[1, 2], {}]),
@@ -73,8 +80,6 @@ def test_bad_request_bodies_get_error_replies():
                     break
             assert answers == {1: (Kind.ERROR, "UnknownAgent"), 2: (Kind.ERROR, "UnknownMethod"),
                                3: (Kind.ERROR, "ProtocolError"), 4: (Kind.ERROR, "DecodeError")}
-            raw.close(0)
-            ctx.term()
     run_async(main)
 
 

@@ -21,12 +21,7 @@ def impl(request):
     return request.param
 
 
-def test_twins_share_docstring_and_public_api():
-    assert compiled.__doc__ == pure.__doc__
-    assert "Theory of operation" in pure.__doc__
-    assert compiled.PUBLIC_API == pure.PUBLIC_API
-    for name in pure.PUBLIC_API:
-        assert hasattr(compiled, name) and hasattr(pure, name), name
+def test_load_score_docstring_is_shared():
     assert compiled.load_score.__doc__ == pure.load_score.__doc__
     assert inspect.getdoc(compiled.Scoreboard) == inspect.getdoc(pure.Scoreboard)
     for name in [n for n in vars(pure.Scoreboard) if not n.startswith("_")]:
