@@ -58,6 +58,9 @@ async def watch(seed: str, duration: float) -> dict:
             line = (f"{msgs_s:10,.0f} msg/s  {calls_s:9,.0f} calls/s   call latency p50 {stats['p50_us']:7.1f} µs"
                     f"  p99 {stats['p99_us']:7.1f} µs   fills {fills:,}  errors {stats['errors']}")
             print(("\r" + line) if tty else line, end="" if tty else "\n", flush=True)
+        await node.call("trader", "pause", timeout=2.0)
+        await asyncio.sleep(0.5)            # let the last publishes land
+        stats = await node.call("trader", "stats", timeout=2.0)
         stats["blotter_fills"] = await node.call("blotter", "count", timeout=2.0)
     finally:
         if tty:

@@ -89,6 +89,12 @@ class Trader(mesh.Agent):
                 await asyncio.sleep(0.05)   # the mesh is still assembling, or a node is gone
 
     @mesh.rpc
+    def pause(self) -> None:
+        """Stop sending orders (the final counts are then settled)."""
+        for t in self._tasks:
+            t.cancel()
+
+    @mesh.rpc
     def stats(self) -> dict:
         """Counters since start, and latency percentiles (µs) of the calls since the last ask."""
         samples, self.samples_ns = sorted(self.samples_ns), []
