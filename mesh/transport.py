@@ -122,7 +122,8 @@ class Transport:
         self._draining: zmq.Socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.counters = {"frames_in": 0, "frames_out": 0, "bytes_in": 0, "bytes_out": 0,
-                         "unroutable": 0, "malformed_frames": 0, "internal_errors": 0}
+                         "unroutable": 0, "malformed_frames": 0, "internal_errors": 0,
+                         "empty_wakeups": 0}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -384,6 +385,7 @@ class Transport:
                         # multi-part message from a broken peer is just several bad frames.
                         data = sock.recv(_NOBLOCK)
                 except zmq.Again:
+                    counters["empty_wakeups"] += 1   # the FD signalled a state change, not a frame
                     return
                 if data is not None:
                     if is_router:
