@@ -9,16 +9,17 @@ $(BIN)/activate:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-install: $(BIN)/activate
-	$(BIN)/python -m pip install -q -e ".[test,bench]"
+install: $(BIN)/activate   ## the package itself, built (Cython) in place
+	$(BIN)/python -m pip install -q -e .
 
-demo: install          ## start a 3-process mesh and show its traffic live
+demo: install              ## start a 3-process mesh and show its traffic live
 	$(BIN)/python -m mesh.demo
 
-test:                  ## what CI runs: fresh venv, build, tests on both hot paths
+test:                      ## what CI runs: fresh venv, build, tests on both hot paths
 	bash .ci/run
 
-bench: install         ## latency and throughput table with ratios (add ARGS=--plot)
+bench: install             ## latency/throughput table with ratios; make bench ARGS="--plot"
+	$(BIN)/python -m pip install -q -e ".[bench]"
 	$(BIN)/python -m bench $(ARGS)
 
 clean:
