@@ -111,3 +111,32 @@ def test_calls_on_a_stopped_node_fail_fast():
         with pytest.raises(Unavailable):
             await node.send("calc", "add", 1, 2)
     run_async(main)
+
+
+def test_a_peer_that_stops_reading_makes_senders_overloaded_not_memory_grow():
+    """A node whose peer stops reading: ZeroMQ's high-water marks fill, then the bounded
+    outbox; further sends fail with Overloaded instead of queueing without limit."""
+    from mesh.errors import Overloaded
+    from mesh.transport import TransportConfig
+
+    async def main():
+        cfg = TransportConfig(hwm=10, batch_bytes=4096, max_outbox_bytes=256 * 1024)
+        async with mesh.Node("slowpoke", transport=cfg) as stuck:
+            stuck.add(Calc("calc"))
+            async with mesh.Node("sender", seeds=[stuck.address], transport=cfg) as sender:
+                # The receiving node stops reading its socket (as if its loop were wedged).
+                router = stuck._transport._router
+                asyncio.get_running_loop().remove_reader(router.getsockopt(zmq.FD))
+                payload = b"x" * 1000
+                sent = 0
+                with pytest.raises(Overloaded):
+                    for _ in range(1_000_000):
+                        await sender.send("calc", "record", payload)
+                        sent += 1
+                        if sent % 100 == 0:
+                            await asyncio.sleep(0)     # let batches flush into the kernel/HWM
+                # What was accepted is what the bounds hold: both high-water marks (10 frames
+                # of <= 4 KiB each side), the 256 KiB outbox, and the kernel's socket buffers.
+                assert 0 < sent < 20_000
+                assert sender.stats()["bytes_out"] < 16 * 1024 * 1024
+    run_async(main)
