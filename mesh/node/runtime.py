@@ -6,7 +6,7 @@ Theory of operation
 * ``call`` to a local agent runs the handler directly: no codec, no socket (arguments are
   passed by reference, as in any Python call). To a remote agent it encodes one REQUEST,
   queues it on the peer's link and waits on a future that the REPLY or ERROR resolves,
-  a timer expires (:class:`~mesh.errors.Timeout`) or the link going down fails
+  its deadline passes (:class:`~mesh.errors.Timeout`; see :mod:`deadlines`) or the link going down fails
   (:class:`~mesh.errors.Unreachable`). Every pending call has a deadline; none can hang.
 * The deadline travels in the envelope. A request that arrives after its deadline is
   dropped and counted: its caller has already given up.
@@ -34,6 +34,7 @@ from mesh.agent import Agent, HandlerSpec
 from mesh.eager import SYNC_DONE, run_eager
 from mesh.errors import (WIRE_ERRORS, DecodeError, EncodeError, MeshError, ProtocolError, RemoteError,
                          Timeout, Unavailable, UnknownAgent, UnknownMethod, Unreachable)
+from mesh.node.deadlines import DeadlineQueue
 from mesh.node.membership import PROTOCOL_VERSION, NodeRecord, Peer, PeerState
 from mesh.transport import Transport, TransportConfig
 
@@ -50,13 +51,11 @@ def _now_us() -> int:
 
 
 class _Pending:
-    __slots__ = ("future", "node", "timer", "agent", "method")
+    __slots__ = ("future", "node", "agent", "method")
 
-    def __init__(self, future: asyncio.Future, node: str, timer: asyncio.TimerHandle, agent: str,
-                 method: str) -> None:
+    def __init__(self, future: asyncio.Future, node: str, agent: str, method: str) -> None:
         self.future = future
         self.node = node
-        self.timer = timer
         self.agent = agent
         self.method = method
 
@@ -97,6 +96,8 @@ class Node:
         self._scores = scoring.Scoreboard(seed=seed if seed is not None else self.boot & 0xFFFFFFFF)
         self._peers: dict[str, Peer] = {}
         self._pending: dict[int, _Pending] = {}
+        self._deadlines = DeadlineQueue()
+        self._deadline_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
         self._ids = itertools.count(1)
         self._transport = Transport(node_id, bind, self._on_frame, self._on_link, transport)
@@ -173,6 +174,9 @@ class Node:
                 task.cancel()
         for msg_id in list(self._pending):
             self._fail_pending(msg_id, Unavailable(f"node {self.node_id} is stopping"))
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
         bye = codec.encode(Kind.BYE, next(self._ids), 0, self.node_id, "", "", None)
         for peer in self._peers.values():
             if peer.state is PeerState.UP:
@@ -330,28 +334,34 @@ class Node:
         self._transport.send(node, data)
         loop = self._loop
         future = loop.create_future()
-        self._pending[msg_id] = _Pending(future, node, loop.call_later(t, self._expire, msg_id),
-                                         agent, method)
+        pending = self._pending
+        pending[msg_id] = _Pending(future, node, agent, method)
+        if self._deadlines.push(loop.time() + t, msg_id):
+            self._arm_deadline_timer()
+        self._deadlines.compact(pending, len(pending))
         self.counters["calls_out"] += 1
         try:
             return await future
         finally:
-            p = self._pending.pop(msg_id, None)   # only still there if we were cancelled
-            if p is not None:
-                p.timer.cancel()
+            pending.pop(msg_id, None)   # only still there if we were cancelled
 
-    def _expire(self, msg_id: int) -> None:
-        p = self._pending.get(msg_id)
-        if p is not None:
+    def _arm_deadline_timer(self) -> None:
+        when = self._deadlines.next_at()
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+        self._deadline_timer = None if when is None else self._loop.call_at(when, self._expire_due)
+
+    def _expire_due(self) -> None:
+        self._deadline_timer = None
+        for msg_id in self._deadlines.pop_due(self._loop.time(), self._pending):
+            p = self._pending[msg_id]
             self.counters["timeouts"] += 1
             self._fail_pending(msg_id, Timeout(f"{p.agent}.{p.method} on node {p.node} did not answer in time"))
+        self._arm_deadline_timer()
 
     def _fail_pending(self, msg_id: int, exc: BaseException) -> None:
         p = self._pending.pop(msg_id, None)
-        if p is None:
-            return
-        p.timer.cancel()
-        if not p.future.done():
+        if p is not None and not p.future.done():
             p.future.set_exception(exc)
 
     # -- receiving ---------------------------------------------------------------------------
@@ -387,7 +397,6 @@ class Node:
         if p is None:
             self.counters["late_replies"] += 1   # timed out, cancelled, or never ours
             return None
-        p.timer.cancel()
         return None if p.future.done() else p
 
     def _handle_reply(self, env: Any) -> None:
