@@ -248,6 +248,7 @@ class Transport:
                 log.debug("link %s up (%s)", link.key, link.address)
                 self._on_link(link.key, True)
             elif kind == zmq.EVENT_DISCONNECTED and link.up:
+                self._drain(link.sock, link.key, greedy=True)   # replies that came before the loss count
                 link.up = False
                 dropped = len(link.out.items)
                 link.out.items.clear()
@@ -354,7 +355,8 @@ class Transport:
 
     # -- receiving ---------------------------------------------------------------------------
 
-    def _drain(self, sock: zmq.Socket, key: str | None = None, poked: bool = False) -> None:
+    def _drain(self, sock: zmq.Socket, key: str | None = None, poked: bool = False,
+               greedy: bool = False) -> None:
         """Read what the socket holds. Each frame is handled and its replies sent before the
         next is read (so a reply never waits on a later arrival); then ZMQ_EVENTS says
         whether more is there — cheaper than ending on EAGAIN, which raises. On a DEALER
@@ -410,6 +412,8 @@ class Transport:
                 if sock.closed:
                     return
                 if not is_router:
+                    if greedy:
+                        continue        # read to EAGAIN (the link is going down)
                     # A DEALER carries replies: let the caller this one wakes run first and
                     # look for more on the next iteration (the EVENTS check costs ~1 µs).
                     self._poke(sock)

@@ -563,18 +563,23 @@ class Node:
                 self._try_send(key, self._membership_envelope(Kind.HELLO))
             return
         peer = self._peers.get(key)
-        if peer is not None and peer.state is not PeerState.DOWN:
+        if peer is None:
+            return
+        if peer.state is not PeerState.DOWN:
             self._peer_down(peer, "disconnected")
+        # Replies travel on this link, so only its loss (not a BYE, which comes on the peer's
+        # own link and may overtake them) proves that calls in flight will get no answer.
+        for msg_id in [m for m, p in self._pending.items() if p.node == peer.id]:
+            self._fail_pending(msg_id, Unreachable(f"node {peer.id} went away before answering"))
 
     def _peer_down(self, peer: Peer, why: str) -> None:
+        """Stop routing to ``peer``: its agents and subscriptions leave the tables."""
         log.info("peer %s is down (%s)", peer.id, why)
         peer.state = PeerState.DOWN
         for name in self._directory.remove_node(peer.id):
             self._scores.remove(name)
         self._remote_topics.remove_subscriber(peer.id)
         peer.applied_topics = ()
-        for msg_id in [m for m, p in self._pending.items() if p.node == peer.id]:
-            self._fail_pending(msg_id, Unreachable(f"node {peer.id} {why} before answering"))
         self._changed.set()
 
     def _handle_membership(self, key: str, env: Any, from_router: bool) -> None:
