@@ -9,7 +9,7 @@ flight.
 from __future__ import annotations
 
 import heapq
-from typing import Callable, Container
+from typing import Container
 
 
 class DeadlineQueue:
