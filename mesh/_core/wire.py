@@ -34,12 +34,9 @@ class Kind(IntEnum):
     ERROR = 3        # corr_id = request msg_id, body = [type name, message]
     SEND = 4         # one-way request: no reply, errors only counted
     PUBLISH = 5      # subject = topic, body = payload
-    # link management
-    HELLO = 16       # body = the sender's node record (id, address, agents, subscriptions, peers)
-    HELLO_ACK = 17   # body = the receiver's node record
-    DIRECTORY = 18   # body = the sender's node record after a change
-    BYE = 19         # graceful leave
-    # 32..63 reserved for gossip (SWIM), 64..95 for Raft
+    # 16..31 reserved for link management
+    # 32..63 gossip: mesh.swim.messages.SwimKind (PING 32 .. SYNC_REPLY 38)
+    # 64..95 reserved for Raft
 
 
 class Flag(IntFlag):

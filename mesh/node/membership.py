@@ -1,75 +1,80 @@
-"""What a node knows of its peers before gossip: the records exchanged in HELLO messages.
+"""What a node tells the mesh about itself: the metadata of its SWIM member record.
 
-A node record is the msgpack map a node sends in HELLO / HELLO_ACK / DIRECTORY::
+SWIM carries metadata as opaque bytes (:mod:`mesh.swim` knows nothing of agents); a node's
+metadata is the msgpack map::
 
-    {"id": str, "address": str, "version": int, "boot": int,
-     "agents": {name: [capability, ...]}, "topics": [pattern, ...], "peers": {id: address}}
+    {"v": PROTOCOL_VERSION, "agents": {name: [capability, ...]}, "topics": [pattern, ...],
+     "load": {"handlers": int, "calls_per_s": float}}
 
-``boot`` changes on every process start, so a restarted peer is told apart from a
-reconnected one. (The gossip issue replaces this exchange with SWIM; the record becomes
-the member's metadata.)
+A change (an agent added or removed, a subscription, a notable change of load) is published
+with a new incarnation and spreads by gossip; every node applies it to its router, so calls
+follow membership without restarts. :meth:`NodeMeta.from_bytes` validates everything, because
+the bytes come from the network.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
-from mesh.errors import ProtocolError
+from mesh._core import codec
+from mesh.errors import DecodeError, ProtocolError
 
 PROTOCOL_VERSION = 1
+MAX_META_BYTES = 64 * 1024
 
-
-class PeerState(str, Enum):
-    CONNECTING = "connecting"   # our DEALER exists, no HELLO_ACK yet
-    UP = "up"                   # link up and its record applied to the directory
-    DOWN = "down"               # link lost or the peer said BYE; ZeroMQ keeps reconnecting
-
-
-@dataclass(slots=True)
-class Peer:
-    id: str
-    address: str
-    state: PeerState = PeerState.CONNECTING
-    boot: int = 0
-    agents: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    topics: tuple[str, ...] = ()
-    applied_topics: tuple[str, ...] = ()   # what the remote topic table holds for this peer
+# A load summary is re-published when it moved by this factor or more (at most once per
+# ``load_interval``): load rides on incarnations, and each one costs a gossip broadcast.
+LOAD_CHANGE_FACTOR = 1.5
 
 
 @dataclass(frozen=True, slots=True)
-class NodeRecord:
-    id: str
-    address: str
-    version: int
-    boot: int
-    agents: dict[str, tuple[str, ...]]
-    topics: tuple[str, ...]
-    peers: dict[str, str]
+class NodeMeta:
+    agents: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    topics: tuple[str, ...] = ()
+    load: dict[str, float] = field(default_factory=dict)
+    version: int = PROTOCOL_VERSION
 
-    def to_wire(self) -> dict[str, Any]:
-        return {"id": self.id, "address": self.address, "version": self.version, "boot": self.boot,
-                "agents": {a: list(c) for a, c in self.agents.items()},
-                "topics": list(self.topics), "peers": dict(self.peers)}
+    def to_bytes(self) -> bytes:
+        data = codec.pack_body({"v": self.version, "agents": {a: list(c) for a, c in self.agents.items()},
+                                "topics": list(self.topics), "load": dict(self.load)})
+        if len(data) > MAX_META_BYTES:
+            raise ValueError(f"node metadata of {len(data)} bytes exceeds {MAX_META_BYTES} "
+                             "(too many agents or subscriptions on one node)")
+        return data
 
     @classmethod
-    def from_wire(cls, body: Any) -> NodeRecord:
-        """Validate a record from a peer; anything off raises ProtocolError."""
+    def from_bytes(cls, data: bytes) -> NodeMeta:
+        """Decode a member's metadata; anything off raises ProtocolError."""
+        if not data:
+            return cls()
+        try:
+            body = codec.load_body(data)
+        except DecodeError as exc:
+            raise ProtocolError(f"undecodable member metadata: {exc}") from None
         try:
             if not isinstance(body, dict):
-                raise TypeError("record is not a map")
-            version = body["version"]
+                raise TypeError("metadata is not a map")
+            version = body["v"]
             if version != PROTOCOL_VERSION:
-                raise ProtocolError(f"peer speaks protocol version {version}, we speak {PROTOCOL_VERSION}")
+                raise ProtocolError(f"member speaks protocol version {version}, we speak {PROTOCOL_VERSION}")
             agents = {_str(a): tuple(_str(c) for c in caps) for a, caps in body["agents"].items()}
-            return cls(id=_str(body["id"]), address=_str(body["address"]), version=version,
-                       boot=int(body["boot"]), agents=agents,
-                       topics=tuple(_str(t) for t in body["topics"]),
-                       peers={_str(k): _str(v) for k, v in body["peers"].items()})
+            topics = tuple(_str(t) for t in body["topics"])
+            load = {_str(k): float(v) for k, v in body.get("load", {}).items()}
         except ProtocolError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ProtocolError(f"malformed node record: {exc!r}") from None
+            raise ProtocolError(f"malformed member metadata: {exc!r}") from None
+        return cls(agents, topics, load, version)
+
+
+def load_changed(old: dict[str, float], new: dict[str, float]) -> bool:
+    """Whether a load summary moved enough to be worth a new incarnation."""
+    for key, value in new.items():
+        before = old.get(key, 0.0)
+        low, high = sorted((before, value))
+        if high >= 1.0 and high >= low * LOAD_CHANGE_FACTOR:
+            return True
+    return False
 
 
 def _str(value: Any) -> str:

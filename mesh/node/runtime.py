@@ -15,9 +15,10 @@ Theory of operation
 * A handler's exception goes back as ERROR (type, message) and reaches the caller as
   :class:`~mesh.errors.RemoteError`; failures of the mesh itself at the target (unknown agent
   or method, undecodable body, shutting down) come back as their own error classes.
-* Until gossip lands, peers find each other through HELLO records (see :mod:`membership`):
-  a joining node says hello to its seeds, learns the other peers from their records, and
-  connects to them; every node tells its peers when its agents or subscriptions change.
+* Membership is SWIM gossip (:mod:`mesh.swim`, driven by :mod:`gossip`). A member's metadata
+  (:mod:`membership`) lists its agents, subscriptions and load; when a member joins or
+  changes, its agents enter the router; when it is declared dead, leaves, or our link to it
+  drops, they leave it, and calls in flight to it fail with Unreachable at once.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import itertools
 import logging
 import os
 import time
+from random import Random
 from typing import Any, Iterable
 
 from mesh._core import IMPLEMENTATION, codec, router, scoring
@@ -35,7 +37,10 @@ from mesh.eager import SYNC_DONE, run_eager
 from mesh.errors import (WIRE_ERRORS, DecodeError, EncodeError, MeshError, ProtocolError, RemoteError,
                          Timeout, Unavailable, UnknownAgent, UnknownMethod, Unreachable)
 from mesh.node.deadlines import DeadlineQueue
-from mesh.node.membership import PROTOCOL_VERSION, NodeRecord, Peer, PeerState
+from mesh.node.gossip import SEED_PREFIX, GossipDriver
+from mesh.node.membership import NodeMeta, load_changed
+from mesh.swim.config import SwimConfig
+from mesh.swim.messages import EventKind, MemberEvent, State
 from mesh.transport import Transport, TransportConfig
 
 log = logging.getLogger(__name__)
@@ -43,7 +48,8 @@ log = logging.getLogger(__name__)
 _ORIGIN_HANDLER = 0   # ERROR body origin: the user's handler raised
 _ORIGIN_MESH = 1      # the mesh at the target refused (unknown agent, bad body, ...)
 
-_SEED_PREFIX = "seed:"
+_LIVE_STATES = (State.ALIVE, State.SUSPECT)
+_GOSSIP_KINDS = (32, 63)   # the envelope kinds reserved for SWIM (see mesh._core.wire)
 
 
 def _now_us() -> int:
@@ -66,15 +72,18 @@ class Node:
     ``bind`` may use a wildcard port (``tcp://127.0.0.1:*``); :attr:`address` is the bound
     endpoint once started. ``seeds`` are addresses of nodes to join through. ``default_timeout``
     (seconds) applies to calls made without ``timeout=``; ``join_timeout`` bounds how long
-    :meth:`start` waits for the seeds and the peers they name.
+    :meth:`start` waits for the seeds and the peers they name. ``gossip`` tunes SWIM
+    (:class:`~mesh.swim.config.SwimConfig`); ``load_interval`` (seconds) is how often the
+    node's load summary is looked at for re-publication.
     """
 
     def __init__(self, node_id: str, bind: str = "tcp://127.0.0.1:*", seeds: Iterable[str] = (),
                  data_dir: str | os.PathLike | None = None, *, default_timeout: float = 30.0,
                  join_timeout: float = 10.0, drain_timeout: float = 5.0,
-                 limits: Any = None, transport: TransportConfig | None = None, seed: int | None = None) -> None:
+                 limits: Any = None, transport: TransportConfig | None = None, seed: int | None = None,
+                 gossip: SwimConfig | None = None, load_interval: float = 5.0) -> None:
         raw = node_id.encode() if isinstance(node_id, str) else b""
-        if not raw or len(raw) > 255 or raw[0] == 0 or node_id.startswith(_SEED_PREFIX):
+        if not raw or len(raw) > 255 or raw[0] == 0 or node_id.startswith(SEED_PREFIX):
             raise ValueError(f"invalid node id {node_id!r}: 1..255 UTF-8 bytes, not starting with NUL or 'seed:'")
         if default_timeout <= 0:
             raise ValueError("default_timeout must be positive")
@@ -88,19 +97,28 @@ class Node:
         self.limits = limits if limits is not None else codec.DEFAULT_LIMITS
         self.implementation = IMPLEMENTATION
         self.boot = time.time_ns()
+        self.load_interval = load_interval
+        rng_seed = seed if seed is not None else self.boot & 0xFFFFFFFF
 
         self._agents: dict[str, Agent] = {}
         self._directory = router.Directory(node_id)
         self._local_topics = router.TopicTable()    # subscriber = (agent name, HandlerSpec)
         self._remote_topics = router.TopicTable()   # subscriber = node id
-        self._scores = scoring.Scoreboard(seed=seed if seed is not None else self.boot & 0xFFFFFFFF)
-        self._peers: dict[str, Peer] = {}
+        self._scores = scoring.Scoreboard(seed=rng_seed)
+        self._metas: dict[str, NodeMeta] = {}            # member id -> its published metadata
+        self._routed_topics: dict[str, tuple[str, ...]] = {}
+        self._links_down: set[str] = set()
+        self._load: dict[str, float] = {"handlers": 0.0, "calls_per_s": 0.0}
+        self._load_mark = (0.0, 0)
+        self._load_timer: asyncio.TimerHandle | None = None
         self._pending: dict[int, _Pending] = {}
         self._deadlines = DeadlineQueue()
         self._deadline_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
         self._ids = itertools.count(1)
         self._transport = Transport(node_id, bind, self._on_frame, self._on_link, transport)
+        self._gossip = GossipDriver(node_id, self._transport, gossip or SwimConfig(), Random(rng_seed),
+                                    self.limits, self._on_member)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None
         self._started = False
@@ -158,13 +176,23 @@ class Node:
         self._transport.start()
         log.info("node %s listening on %s (%s hot path)", self.node_id, self.address, IMPLEMENTATION)
         self._started = True
-        await self._join()
+        self._gossip.start(self.address, self._meta().to_bytes())
+        self._load_mark = (self._loop.time(), 0)
+        self._load_timer = self._loop.call_later(self.load_interval, self._refresh_load)
+        try:
+            await self._join()
+        except BaseException:
+            self._gossip.close()
+            self._load_timer.cancel()
+            self._transport.close()
+            self._started = False
+            raise
         for agent in list(self._agents.values()):
             await self._start_agent(agent)
 
     async def stop(self) -> None:
         """Stop gracefully: refuse new work, let in-flight handlers finish (up to
-        ``drain_timeout``), fail what is left, say BYE to peers, stop agents, close sockets."""
+        ``drain_timeout``), fail what is left, tell the mesh we leave, stop agents, close sockets."""
         if not self._started or self._stopping:
             return
         self._stopping = True
@@ -177,10 +205,10 @@ class Node:
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
             self._deadline_timer = None
-        bye = codec.encode(Kind.BYE, next(self._ids), 0, self.node_id, "", "", None)
-        for peer in self._peers.values():
-            if peer.state is PeerState.UP:
-                self._try_send(peer.id, bye)
+        if self._load_timer is not None:
+            self._load_timer.cancel()
+        self._gossip.leave()
+        self._gossip.close()
         for agent in list(self._agents.values()):
             try:
                 await agent.on_stop()
@@ -256,10 +284,24 @@ class Node:
             if agent is not None:
                 self._dispatch_local_oneway(agent, spec, (topic, payload), {})
 
-    def peers(self) -> dict[str, dict[str, Any]]:
-        """Peers this node knows: id -> address, state and agents."""
-        return {p.id: {"address": p.address, "state": p.state.value, "agents": sorted(p.agents)}
-                for p in self._peers.values()}
+    def members(self) -> list[dict[str, Any]]:
+        """Every member this node knows (itself included), by id: address, SWIM state
+        (alive/suspect/dead/left), incarnation, whether our link to it is up, and its metadata
+        (agents with their capabilities, topic patterns, load summary)."""
+        out = []
+        for m in sorted(self._gossip.members(), key=lambda m: m.id):
+            me = m.id == self.node_id
+            meta = self._meta() if me else self._metas.get(m.id, NodeMeta())
+            out.append({"id": m.id, "address": m.address, "state": m.state.name.lower(),
+                        "incarnation": m.incarnation, "self": me,
+                        "link": "self" if me else ("up" if self._transport.is_up(m.id) else "down"),
+                        "agents": {a: list(c) for a, c in meta.agents.items()},
+                        "topics": list(meta.topics), "load": dict(meta.load)})
+        return out
+
+    async def leave(self) -> None:
+        """Leave the mesh gracefully; the same as :meth:`stop`."""
+        await self.stop()
 
     def directory(self) -> dict[str, tuple[str, tuple[str, ...]]]:
         """Every reachable agent: name -> (node id, capabilities)."""
@@ -268,6 +310,12 @@ class Node:
     def stats(self) -> dict[str, int]:
         out = dict(self.counters)
         out.update(self._transport.counters)
+        out.update(self._gossip.counters)
+        core = self._gossip.core
+        if core is not None:
+            out["members_live"] = core.live_count
+            out["gossip_health"] = core.health
+            out["incarnation"] = core.incarnation
         out["pending_calls"] = len(self._pending)
         out["running_handlers"] = len(self._tasks)
         return out
@@ -282,9 +330,13 @@ class Node:
         node = self._directory.node_of(agent)
         if node is not None:
             return node
-        for peer in self._peers.values():
-            if agent in peer.agents:
-                raise Unreachable(f"agent {agent!r} is on node {peer.id!r}, which is {peer.state.value}")
+        for node, meta in self._metas.items():
+            if agent in meta.agents:
+                member = self._gossip.member(node)
+                state = member.state.name.lower() if member is not None else "gone"
+                if state in ("alive", "suspect") and node in self._links_down:
+                    state = "not linked"
+                raise Unreachable(f"agent {agent!r} is on node {node!r}, which is {state}")
         raise UnknownAgent(f"no agent named {agent!r} in the directory of node {self.node_id!r}")
 
     @staticmethod
@@ -385,8 +437,8 @@ class Node:
                 self._handle_publish(env)
             elif kind == Kind.ERROR:
                 self._handle_error(env)
-            elif Kind.HELLO <= kind <= Kind.BYE:
-                self._handle_membership(peer, env, from_router)
+            elif _GOSSIP_KINDS[0] <= kind <= _GOSSIP_KINDS[1]:
+                self._gossip.handle(peer, env, from_router)
             else:
                 self.counters["protocol_errors"] += 1
                 log.debug("unknown envelope kind %d from %s dropped", kind, peer)
@@ -532,24 +584,27 @@ class Node:
         except Exception:
             log.exception("on_start of agent %s failed", agent.name)
 
-    # -- membership (HELLO records until gossip lands) ----------------------------------------
+    # -- membership (SWIM gossip; see gossip.py) ------------------------------------------
 
-    def _record(self) -> dict[str, Any]:
-        return NodeRecord(
-            id=self.node_id, address=self.address, version=PROTOCOL_VERSION, boot=self.boot,
-            agents={name: a.capabilities for name, a in self._agents.items()},
-            topics=tuple(sorted({p for a in self._agents.values() for p, _ in a.topic_table})),
-            peers={p.id: p.address for p in self._peers.values() if p.state is PeerState.UP},
-        ).to_wire()
-
-    def _membership_envelope(self, kind: Kind) -> bytes:
-        return codec.encode(kind, next(self._ids), 0, self.node_id, "", "", self._record(), 0, 0, 0)
+    def _meta(self) -> NodeMeta:
+        return NodeMeta(agents={name: a.capabilities for name, a in self._agents.items()},
+                        topics=tuple(sorted({p for a in self._agents.values() for p, _ in a.topic_table})),
+                        load=self._load)
 
     def _announce(self) -> None:
-        data = self._membership_envelope(Kind.DIRECTORY)
-        for peer in self._peers.values():
-            if peer.state is PeerState.UP:
-                self._try_send(peer.id, data)
+        self._gossip.set_meta(self._meta().to_bytes())
+
+    def _refresh_load(self) -> None:
+        """Publish the load summary when it moved notably (each publication is a broadcast)."""
+        now = self._loop.time()
+        calls = self.counters["calls_in"] + self.counters["sends_in"]
+        elapsed = max(now - self._load_mark[0], 1e-3)
+        load = {"handlers": float(len(self._tasks)), "calls_per_s": round((calls - self._load_mark[1]) / elapsed, 1)}
+        self._load_mark = (now, calls)
+        if load_changed(self._load, load) or load_changed(load, self._load):
+            self._load = load
+            self._announce()
+        self._load_timer = self._loop.call_later(self.load_interval, self._refresh_load)
 
     def _try_send(self, node: str, data: bytes, flush: bool = True) -> None:
         try:
@@ -559,101 +614,101 @@ class Node:
 
     def _on_link(self, key: str, up: bool) -> None:
         if up:
-            if not self._stopping:
-                self._try_send(key, self._membership_envelope(Kind.HELLO))
+            self._gossip.link_up(key, self._transport.links()[key][0])
+            if key in self._links_down:
+                self._links_down.discard(key)
+                self._route(key)
+            self._changed.set()
             return
-        peer = self._peers.get(key)
-        if peer is None:
-            return
-        if peer.state is not PeerState.DOWN:
-            self._peer_down(peer, "disconnected")
-        # Replies travel on this link, so only its loss (not a BYE, which comes on the peer's
-        # own link and may overtake them) proves that calls in flight will get no answer.
-        for msg_id in [m for m, p in self._pending.items() if p.node == peer.id]:
-            self._fail_pending(msg_id, Unreachable(f"node {peer.id} went away before answering"))
+        # Replies travel on this link, so only its loss proves that calls in flight will get
+        # no answer. Routing stops until the link is back or gossip says where the node went.
+        self._links_down.add(key)
+        self._unroute(key, "link lost")
+        self._fail_calls_to(key, f"node {key} went away before answering")
 
-    def _peer_down(self, peer: Peer, why: str) -> None:
-        """Stop routing to ``peer``: its agents and subscriptions leave the tables."""
-        log.info("peer %s is down (%s)", peer.id, why)
-        peer.state = PeerState.DOWN
-        for name in self._directory.remove_node(peer.id):
-            self._scores.remove(name)
-        self._remote_topics.remove_subscriber(peer.id)
-        peer.applied_topics = ()
+    def _fail_calls_to(self, node: str, why: str) -> None:
+        for msg_id in [m for m, p in self._pending.items() if p.node == node]:
+            self._fail_pending(msg_id, Unreachable(why))
+
+    def _on_member(self, event: MemberEvent) -> None:
+        m = event.member
+        kind = event.kind
+        if kind in (EventKind.JOINED, EventKind.UPDATED):
+            try:
+                meta = NodeMeta.from_bytes(m.meta)
+            except ProtocolError as exc:
+                self.counters["protocol_errors"] += 1
+                log.warning("member %s sent bad metadata: %s", m.id, exc)
+                meta = NodeMeta()
+            old = self._metas.get(m.id)
+            self._metas[m.id] = meta
+            link = self._transport.links().get(m.id)
+            if link is not None and link[0] != m.address:   # restarted elsewhere: follow it
+                self._transport.disconnect(m.id)
+                self._links_down.discard(m.id)
+            if kind is EventKind.JOINED or old is None:
+                log.info("member %s joined at %s with %d agents", m.id, m.address, len(meta.agents))
+            if not self._stopping:
+                self._transport.connect(m.id, m.address)
+            self._route(m.id)
+        elif kind is EventKind.SUSPECT:
+            log.info("member %s is suspected", m.id)
+        elif kind in (EventKind.DEAD, EventKind.LEFT):
+            log.info("member %s is %s", m.id, "dead" if kind is EventKind.DEAD else "gone (left)")
+            self._unroute(m.id, kind.name.lower())
+            self._transport.disconnect(m.id)
+            self._links_down.discard(m.id)
+            self._fail_calls_to(m.id, f"node {m.id} is {kind.name.lower()}")
+        elif kind is EventKind.REAPED:
+            self._metas.pop(m.id, None)
         self._changed.set()
 
-    def _handle_membership(self, key: str, env: Any, from_router: bool) -> None:
-        kind = env.kind
-        if kind == Kind.BYE:
-            peer = self._peers.get(key)
-            if peer is not None and peer.state is not PeerState.DOWN:
-                self._peer_down(peer, "left")
+    def _route(self, node: str) -> None:
+        """Put ``node``'s agents and subscriptions into the router, if it is live and linked."""
+        meta = self._metas.get(node)
+        member = self._gossip.member(node)
+        if meta is None or member is None or member.state not in _LIVE_STATES or node in self._links_down:
             return
-        try:
-            record = NodeRecord.from_wire(codec.load_body(env.body, self.limits))
-            if from_router and record.id != key:
-                raise ProtocolError(f"record for {record.id!r} sent by {key!r}")
-            if record.id == self.node_id:
-                raise ProtocolError(f"a peer at {record.address} claims our node id {self.node_id!r}")
-        except (DecodeError, ProtocolError) as exc:
-            self.counters["protocol_errors"] += 1
-            log.warning("bad %s from %s: %s", Kind(kind).name, key, exc)
-            return
-        if kind == Kind.HELLO_ACK and key != record.id:
-            self._transport.rename(key, record.id)   # a seed told us its id
-        peer = self._peers.get(record.id)
-        if peer is None:
-            peer = self._peers[record.id] = Peer(record.id, record.address)
-        peer.address, peer.boot = record.address, record.boot
-        peer.agents, peer.topics = record.agents, record.topics
-        if kind == Kind.HELLO:
-            self._transport.reply(key, self._membership_envelope(Kind.HELLO_ACK))
-        if not self._stopping:
-            self._transport.connect(record.id, record.address)   # no-op if we have a link
-            for pid, address in record.peers.items():
-                if pid != self.node_id and pid not in self._peers:
-                    self._peers[pid] = Peer(pid, address)
-                    self._transport.connect(pid, address)
-        if kind == Kind.HELLO_ACK or self._transport.is_up(record.id) and peer.state is PeerState.UP:
-            self._apply(peer)
-
-    def _apply(self, peer: Peer) -> None:
-        if peer.state is not PeerState.UP:
-            log.info("peer %s is up at %s with %d agents", peer.id, peer.address, len(peer.agents))
-        peer.state = PeerState.UP
-        conflicts = self._directory.set_node(peer.id, peer.agents)
-        for name in conflicts:
-            log.warning("agent name %r on node %s clashes with a local agent; calls stay local", name, peer.id)
-        if peer.topics != peer.applied_topics:   # unchanged: keep the match cache warm
-            self._remote_topics.remove_subscriber(peer.id)
-            for pattern in peer.topics:
+        for name in self._directory.set_node(node, meta.agents):
+            log.warning("agent name %r on node %s clashes with a local agent; calls stay local", name, node)
+        if self._routed_topics.get(node) != meta.topics:   # unchanged: keep the match cache warm
+            self._remote_topics.remove_subscriber(node)
+            for pattern in meta.topics:
                 try:
-                    self._remote_topics.subscribe(pattern, peer.id)
+                    self._remote_topics.subscribe(pattern, node)
                 except ValueError:
                     self.counters["protocol_errors"] += 1
-            peer.applied_topics = peer.topics
-        self._changed.set()
+            self._routed_topics[node] = meta.topics
+
+    def _unroute(self, node: str, why: str) -> None:
+        removed = self._directory.remove_node(node)
+        for name in removed:
+            self._scores.remove(name)
+        self._remote_topics.remove_subscriber(node)
+        if self._routed_topics.pop(node, None) is not None or removed:
+            log.info("stopped routing to %s (%s)", node, why)
 
     async def _join(self) -> None:
+        """Sync with the seeds, then wait (up to ``join_timeout``) until one answered and our
+        links to every live member are up, so the first calls find their targets."""
         seeds = [s for s in self.seeds if s != self.address]
+        self._gossip.join(seeds)
         if not seeds:
             return
-        for address in seeds:
-            self._transport.connect(_SEED_PREFIX + address, address)
         deadline = self._loop.time() + self.join_timeout
         while True:
-            waiting = [k for k in self._transport.links() if k.startswith(_SEED_PREFIX)]
-            waiting += [p.id for p in self._peers.values() if p.state is PeerState.CONNECTING]
-            if not waiting:
+            waiting = [m.id for m in self._gossip.members()
+                       if m.id != self.node_id and m.state in _LIVE_STATES and not self._transport.is_up(m.id)]
+            if self._gossip.joined and not waiting:
                 return
             left = deadline - self._loop.time()
             if left <= 0:
                 break
             self._changed.clear()
             try:
-                await asyncio.wait_for(self._changed.wait(), left)
+                await asyncio.wait_for(self._changed.wait(), min(left, 0.1))
             except asyncio.TimeoutError:
                 pass
-        if not any(p.state is PeerState.UP for p in self._peers.values()):
+        if not self._gossip.joined:
             raise Unreachable(f"no seed answered within {self.join_timeout:g} s: {', '.join(seeds)}")
-        log.warning("node %s joined, but still waiting on %s", self.node_id, ", ".join(sorted(waiting)))
+        log.warning("node %s joined, but links to %s are not up yet", self.node_id, ", ".join(sorted(waiting)))

@@ -308,7 +308,8 @@ class Swim:
         else:
             self._adjust_health(1)
         target = self._nodes.get(probe.target)
-        if target is not None and target.state is State.ALIVE:
+        if target is not None and target.state in _LIVE:
+            # already suspect: our own failed probe is an independent confirmation
             self._apply(Update(State.SUSPECT, target.id, target.incarnation, source=self.id), now_ms)
 
     def handle_ping(self, src: str, msg: Ping) -> None:

@@ -60,3 +60,15 @@ class Listener(mesh.Agent):
     @mesh.rpc
     async def received(self):
         return self.got
+
+
+class Inspector(mesh.Agent):
+    """Lets a test read a node process's own view of the mesh."""
+
+    @mesh.rpc
+    def members(self):
+        return self.node.members()
+
+    @mesh.rpc
+    def stats(self):
+        return self.node.stats()

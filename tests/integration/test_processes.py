@@ -49,7 +49,9 @@ async def eventually(check, timeout: float = 10.0, interval: float = 0.05):
 def test_join_sees_every_node_and_agent(cluster):
     async def main():
         async with client(cluster) as node:
-            assert {p: v["state"] for p, v in node.peers().items()} == {"n1": "up", "n2": "up", "n3": "up"}
+            states = {m["id"]: (m["state"], m["link"]) for m in node.members()}
+            assert states == {"client": ("alive", "self"), "n1": ("alive", "up"), "n2": ("alive", "up"),
+                              "n3": ("alive", "up")}
             where = {name: nid for name, (nid, _) in node.directory().items()}
             assert where == {"calc-1": "n1", "calc-2": "n2", "calc-3": "n3",
                              "listen-1": "n1", "listen-2": "n2"}
@@ -171,7 +173,7 @@ def test_sigterm_lets_in_flight_calls_finish_then_peers_see_it_leave(cluster):
             assert await asyncio.get_running_loop().run_in_executor(None, extra.proc.wait, 10) == 0
             with pytest.raises((Unreachable, UnknownAgent)):
                 await node.call("calc-4", "add", 1, 1)
-            assert node.peers()["n4"]["state"] == "down"
+            assert {m["id"]: m["state"] for m in node.members()}["n4"] == "left"
     run_async(main)
 
 
