@@ -1,7 +1,9 @@
 """``python -m mesh.node``: run a node from a shell.
 
 Settings come from flags and an optional TOML file (``--config``); a flag given on the
-command line wins over the file. The process prints one line ``ready <id> <address>`` on
+command line wins over the file. The file holds the node settings at top level or in a
+``[node]`` table, and may tune gossip in a ``[gossip]`` table whose keys are the fields of
+:class:`mesh.swim.config.SwimConfig` (e.g. ``probe_interval_ms = 500``). The process prints one line ``ready <id> <address>`` on
 standard output once it has joined, and stops gracefully on SIGINT or SIGTERM.
 """
 from __future__ import annotations
@@ -36,6 +38,7 @@ class NodeConfig:
     default_timeout: float = 30.0
     join_timeout: float = 10.0
     drain_timeout: float = 5.0
+    gossip: dict[str, int] = field(default_factory=dict)
 
 
 _TYPES = {"id": str, "bind": str, "join": list, "agent": list, "data_dir": str, "log_level": str,
@@ -78,7 +81,10 @@ def load_config(args: argparse.Namespace) -> NodeConfig:
             raise ConfigError(f"--config: cannot read {args.config}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"--config: {args.config} is not valid TOML: {exc}") from None
-        section = raw.get("node", raw)
+        section = dict(raw.get("node", raw))
+        gossip = raw.get("gossip", {})
+        section.pop("gossip", None)
+        values["gossip"] = _check_gossip(args.config, gossip)
         for key, value in section.items():
             name = key.replace("-", "_")
             if name not in _TYPES:
@@ -97,6 +103,26 @@ def load_config(args: argparse.Namespace) -> NodeConfig:
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"{name}: must be positive, got {getattr(cfg, name)}")
     return cfg
+
+
+def _check_gossip(source: str, table: Any) -> dict[str, int]:
+    from dataclasses import fields
+
+    from mesh.swim.config import SwimConfig
+
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: 'gossip' must be a table")
+    known = {f.name for f in fields(SwimConfig)}
+    for key, value in table.items():
+        if key not in known:
+            raise ConfigError(f"{source}: unknown key 'gossip.{key}' (known: {', '.join(sorted(known))})")
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{source}: 'gossip.{key}' must be an integer, got {type(value).__name__}")
+    try:
+        SwimConfig(**table)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: gossip: {exc}") from None
+    return dict(table)
 
 
 def _check(source: str, key: str, value: Any, kind: type) -> Any:
@@ -131,10 +157,12 @@ def load_agent(spec: str):
 
 async def run(cfg: NodeConfig) -> int:
     import mesh
+    from mesh.swim.config import SwimConfig
 
     agents = [load_agent(spec) for spec in cfg.agent]
     node = mesh.Node(cfg.id, cfg.bind, cfg.join, cfg.data_dir, default_timeout=cfg.default_timeout,
-                     join_timeout=cfg.join_timeout, drain_timeout=cfg.drain_timeout)
+                     join_timeout=cfg.join_timeout, drain_timeout=cfg.drain_timeout,
+                     gossip=SwimConfig(**cfg.gossip))
     for agent in agents:
         node.add(agent)
     stop = asyncio.Event()

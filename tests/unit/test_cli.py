@@ -30,6 +30,9 @@ def test_flags_win_over_the_config_file(tmp_path):
     ('id = "n"\nlog_level = "loud"\n', "log_level"),
     ('bind = "tcp://127.0.0.1:1"\n', "id: a node id is required"),
     ('id = \n', "not valid TOML"),
+    ('id = "n"\n[gossip]\nprobe_intervl_ms = 5\n', "unknown key 'gossip.probe_intervl_ms'"),
+    ('id = "n"\n[gossip]\nprobe_interval_ms = "1s"\n', "'gossip.probe_interval_ms' must be an integer"),
+    ('id = "n"\n[gossip]\nprobe_interval_ms = 100\nprobe_timeout_ms = 200\n', "probe_timeout_ms must be shorter"),
 ])
 def test_invalid_config_names_the_key(tmp_path, toml, message):
     cfg = tmp_path / "node.toml"
@@ -57,3 +60,9 @@ def test_bad_config_exits_2_with_the_message(tmp_path):
     r = subprocess.run([sys.executable, "-m", "mesh.node", "--bind", "tcp://127.0.0.1:*"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "node id is required" in r.stderr
+
+
+def test_gossip_table_tunes_swim(tmp_path):
+    cfg = tmp_path / "node.toml"
+    cfg.write_text('[node]\nid = "n1"\n[gossip]\nprobe_interval_ms = 1000\nsuspicion_mult = 5\n')
+    assert parse("--config", str(cfg)).gossip == {"probe_interval_ms": 1000, "suspicion_mult": 5}
