@@ -24,6 +24,9 @@ Theory of operation
 * **Anti-entropy.** Every ``push_pull_interval_ms`` (scaled for n > 32) a member swaps its full
   state with one random member (SYNC / SYNC_REPLY); joining is the same exchange with a seed.
   In a full-state merge a remote DEAD only makes us *suspect* the node (it may be stale).
+  A message from a member we have never heard of proves our view is missing something
+  (epidemic spread leaves a few members uninformed, about e^-limit each); it brings the next
+  push-pull forward, at most once per ``4 * probe_interval_ms``.
   Every ``reconnect_interval_ms`` a member also syncs with one random DEAD member, so the two
   sides of a healed partition find each other again.
 * **Leaving** gossips LEFT about ourselves to every live member; LEFT members are not
@@ -124,6 +127,7 @@ class Swim:
         self._next_probe = now_ms + rng.randrange(c.probe_interval_ms)
         self._next_gossip = now_ms + rng.randrange(c.gossip_interval_ms)
         self._next_push_pull = now_ms + c.push_pull_interval_ms // 2 + rng.randrange(c.push_pull_interval_ms)
+        self._last_push_pull = now_ms
         self._next_reconnect = now_ms + c.reconnect_interval_ms
         self._next_join = _FAR
         self._out: list[Action] = []
@@ -183,6 +187,7 @@ class Swim:
             self._gossip(now_ms)
         if now_ms >= self._next_push_pull:
             self._next_push_pull = now_ms + push_pull_scale_ms(c.push_pull_interval_ms, self._live)
+            self._last_push_pull = now_ms
             self._push_pull(State.ALIVE)
         if now_ms >= self._next_reconnect:
             self._next_reconnect = now_ms + c.reconnect_interval_ms
@@ -226,6 +231,10 @@ class Swim:
             self.handle_sync(src, msg, now_ms)
         elif isinstance(msg, SyncReply):
             self.handle_sync_reply(src, msg, now_ms)
+        if src not in self._nodes and self.joined:
+            # a stranger talks to us: our view has a hole; pull a full state soon
+            soon = max(now_ms, self._last_push_pull + 4 * self.config.probe_interval_ms)
+            self._next_push_pull = min(self._next_push_pull, soon)
         return self._flush()
 
     def set_meta(self, meta: bytes, now_ms: int) -> list[Action]:
