@@ -26,7 +26,9 @@ Theory of operation
   In a full-state merge a remote DEAD only makes us *suspect* the node (it may be stale).
   A message from a member we have never heard of proves our view is missing something
   (epidemic spread leaves a few members uninformed, about e^-limit each); it brings the next
-  push-pull forward, at most once per ``4 * probe_interval_ms``.
+  push-pull forward, at most once per ``4 * probe_interval_ms``. A member that gossips a
+  suspicion or death older than the incarnation we know (it missed a refutation) is sent the
+  newer record straight back, so its stale suspicion ends before its timer does.
   Every ``reconnect_interval_ms`` a member also syncs with one random DEAD member, so the two
   sides of a healed partition find each other again.
 * **Leaving** gossips LEFT about ourselves to every live member; LEFT members are not
@@ -131,6 +133,7 @@ class Swim:
         self._next_reconnect = now_ms + c.reconnect_interval_ms
         self._next_join = _FAR
         self._out: list[Action] = []
+        self._corrections: list[Update] = []
 
     # -- public API --------------------------------------------------------------------------
 
@@ -169,14 +172,14 @@ class Swim:
         c = self.config
         if self._relays:
             self._expire_relays(now_ms)
-        if self._suspects:
-            self._expire_suspicions(now_ms)
         probe = self._probe
         if probe is not None:
             if now_ms >= probe.end_at:
-                self._finish_probe(probe, now_ms)
+                self._finish_probe(probe, now_ms)   # may confirm a suspicion: before expiry
             elif not probe.indirect_sent and now_ms >= probe.indirect_at:
                 self._send_indirect(probe)
+        if self._suspects:
+            self._expire_suspicions(now_ms)
         if self.leaving:
             return self._flush()
         if now_ms >= self._next_probe:
@@ -200,10 +203,13 @@ class Swim:
 
     def next_deadline_ms(self) -> int:
         """The earliest time at which :meth:`tick` has work to do."""
-        t = min(self._next_probe, self._next_push_pull, self._next_join)
-        if self._broadcasts:
-            t = min(t, self._next_gossip)
-        if self._down:
+        if self.leaving:   # only answering relays and running out suspicions
+            t = _FAR
+        else:
+            t = min(self._next_probe, self._next_push_pull, self._next_join)
+            if self._broadcasts:
+                t = min(t, self._next_gossip)
+        if self._down and not self.leaving:
             t = min(t, self._next_reconnect,
                     min(n.since_ms for n in self._down.values()) + self.config.reap_after_ms)
         probe = self._probe
@@ -235,6 +241,11 @@ class Swim:
             # a stranger talks to us: our view has a hole; pull a full state soon
             soon = max(now_ms, self._last_push_pull + 4 * self.config.probe_interval_ms)
             self._next_push_pull = min(self._next_push_pull, soon)
+        if self._corrections:
+            sender = self._nodes.get(src)
+            if sender is not None and sender.state in _LIVE and sender is not self._me:
+                self._out.append(Send(src, sender.address, Gossip(tuple(self._corrections))))
+            self._corrections.clear()
         return self._flush()
 
     def set_meta(self, meta: bytes, now_ms: int) -> list[Action]:
@@ -403,38 +414,61 @@ class Swim:
 
     def _on_suspect(self, u: Update, now_ms: int) -> None:
         n = self._nodes.get(u.node)
-        if n is None or u.incarnation < n.incarnation or n.state in (State.DEAD, State.LEFT):
-            return
         if n is self._me:
-            if not self.leaving:
-                self._refute(u.incarnation)
+            self._accused(u)
             return
-        if n.state is State.SUSPECT:
+        if n is None or n.state in (State.DEAD, State.LEFT):
+            return
+        if u.incarnation < n.incarnation:
+            self._stale_claim(n)
+            return
+        if n.state is State.SUSPECT and u.incarnation == n.incarnation:
             if n.suspicion.confirm(u.source):
                 self._broadcasts.push(Update(State.SUSPECT, n.id, n.incarnation, source=u.source))
             return
+        # a new suspicion, or one of a newer incarnation (it refuted the old one, which we
+        # missed): the timer starts over; confirmations of the old one do not count
         c = self.config
         min_ms = suspicion_timeout_ms(c.suspicion_mult, self._live, c.probe_interval_ms)
         n.incarnation = u.incarnation
         n.suspicion = Suspicion(u.source, confirmations_expected(c.suspicion_mult, self._live),
                                 min_ms, min_ms * c.suspicion_max_mult, now_ms)
+        was = n.state
         self._set_state(n, State.SUSPECT, now_ms)
         self._broadcasts.push(Update(State.SUSPECT, n.id, n.incarnation, source=u.source))
-        self._event(EventKind.SUSPECT, n)
+        if was is not State.SUSPECT:
+            self._event(EventKind.SUSPECT, n)
 
     def _on_dead(self, u: Update, now_ms: int) -> None:
         n = self._nodes.get(u.node)
-        if n is None or u.incarnation < n.incarnation or n.state in (State.DEAD, State.LEFT):
-            return
         if n is self._me:
-            if not self.leaving:
-                self._refute(u.incarnation)
+            self._accused(u)
+            return
+        if n is None or n.state in (State.DEAD, State.LEFT):
+            return
+        if u.incarnation < n.incarnation:
+            self._stale_claim(n)
             return
         left = u.state is State.LEFT or u.source == u.node
         n.incarnation = u.incarnation
         self._set_state(n, State.LEFT if left else State.DEAD, now_ms)
         self._broadcasts.push(Update(n.state, n.id, n.incarnation, source=u.source))
         self._event(EventKind.LEFT if left else EventKind.DEAD, n)
+
+    def _stale_claim(self, n: _Node) -> None:
+        """A suspicion or death of ``n`` older than what we know: correct the sender."""
+        if n.state is State.ALIVE and len(self._corrections) < self.config.max_piggyback:
+            self._corrections.append(n.as_update())
+
+    def _accused(self, u: Update) -> None:
+        """Someone holds us SUSPECT or DEAD. At our incarnation or above: refute. Below it,
+        the accuser missed our last refutation; gossip it again (it rides the next ACK)."""
+        if self.leaving:
+            return
+        if u.incarnation >= self._me.incarnation:
+            self._refute(u.incarnation)
+        else:
+            self._broadcasts.push(self._me.as_update())
 
     def _refute(self, accused_incarnation: int) -> None:
         me = self._me

@@ -26,6 +26,7 @@ MAX_ADDRESS_BYTES = 1024
 MAX_META_BYTES = 64 * 1024
 MAX_UPDATES = 4096          # per message (a SYNC carries one per member)
 MAX_U64 = (1 << 64) - 1
+_STATES = tuple(State)   # index by the wire value: cheaper than State(value) per update
 
 
 def update_to_list(u: Update) -> list:
@@ -102,7 +103,7 @@ def _updates(items: Any) -> tuple[Update, ...]:
         node = _name(node, MAX_ID_BYTES)
         if not node:
             raise ProtocolError("empty node id in an update")
-        out.append(Update(State(state), node, _u64(inc), _name(address, MAX_ADDRESS_BYTES), meta,
+        out.append(Update(_STATES[state], node, _u64(inc), _name(address, MAX_ADDRESS_BYTES), meta,
                           _name(source, MAX_ID_BYTES)))
     return tuple(out)
 
@@ -116,6 +117,7 @@ def _u64(value: Any) -> int:
 def _name(value: Any, max_bytes: int) -> str:
     if not isinstance(value, str):
         raise ProtocolError(f"expected a string, got {type(value).__name__}")
-    if len(value) > max_bytes or len(value.encode()) > max_bytes:
+    # a code point is at most 4 UTF-8 bytes: only long strings need the exact count
+    if len(value) * 4 > max_bytes and (len(value) > max_bytes or len(value.encode()) > max_bytes):
         raise ProtocolError(f"string of more than {max_bytes} bytes")
     return value

@@ -1,0 +1,63 @@
+"""Fixtures of the simulation tests: how many seeds to try, and how a failure says so.
+
+``pytest tests/sim --seeds 500`` tries more seeds than the quick default (also settable as
+``MESH_SIM_SEEDS=500`` when pytest is started from the repository root, where this file's
+command-line option is not registered). Every seed replays exactly, so a failing one is
+reported with the command that replays it (:func:`mesh.sim.__main__.replay_command`).
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import pytest
+
+from mesh.sim.__main__ import replay_command
+
+DEFAULT_SEEDS = 20
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--seeds", type=int, default=None,
+                     help=f"how many seeds each simulation test tries (default {DEFAULT_SEEDS}, "
+                          "or $MESH_SIM_SEEDS)")
+
+
+def seed_count(config: pytest.Config) -> int:
+    try:
+        n = config.getoption("--seeds")
+    except ValueError:   # option not registered: pytest started above tests/sim
+        n = None
+    if n is None:
+        n = int(os.environ.get("MESH_SIM_SEEDS", DEFAULT_SEEDS))
+    if n < 1:
+        raise pytest.UsageError("--seeds must be at least 1")
+    return n
+
+
+@pytest.fixture(scope="session")
+def seeds(request: pytest.FixtureRequest) -> range:
+    """The seeds a simulation test loops over: ``range(--seeds)``."""
+    return range(seed_count(request.config))
+
+
+@pytest.fixture(scope="session")
+def replay() -> Callable[..., str]:
+    """``replay(seed, scenario, nodes, **options)``: the command that replays a run."""
+    return replay_command
+
+
+@pytest.fixture(scope="session")
+def each_seed(seeds: range) -> Callable[..., None]:
+    """``each_seed(check, scenario=..., nodes=..., **options)`` calls ``check(seed)`` for every
+    seed; a failure is re-raised with a note naming the seed and the command replaying it."""
+
+    def run(check: Callable[[int], object], *, scenario: str, nodes: int, **options: object) -> None:
+        for seed in seeds:
+            try:
+                check(seed)
+            except Exception as exc:
+                exc.add_note(f"seed {seed}; replay: {replay_command(seed, scenario, nodes, **options)}")
+                raise
+
+    return run
