@@ -4,6 +4,15 @@ from typing import Any, Awaitable, Callable
 
 import pytest
 
+DEFAULT_SIM_SEEDS = 20
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    # here, not in tests/sim/conftest.py: options must be known before collection starts
+    parser.addoption("--seeds", type=int, default=None,
+                     help=f"how many seeds each simulation test tries (default {DEFAULT_SIM_SEEDS}, "
+                          "or $MESH_SIM_SEEDS)")
+
 
 def run_async(fn: Callable[[], Awaitable[Any]]) -> Any:
     """Run a coroutine function on a fresh uvloop loop, as a node would."""

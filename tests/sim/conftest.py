@@ -1,8 +1,8 @@
 """Fixtures of the simulation tests: how many seeds to try, and how a failure says so.
 
 ``pytest tests/sim --seeds 500`` tries more seeds than the quick default (also settable as
-``MESH_SIM_SEEDS=500`` when pytest is started from the repository root, where this file's
-command-line option is not registered). Every seed replays exactly, so a failing one is
+``MESH_SIM_SEEDS=500``; the option itself is registered in tests/conftest.py, so it works
+from the repository root too). Every seed replays exactly, so a failing one is
 reported with the command that replays it (:func:`mesh.sim.__main__.replay_command`).
 """
 from __future__ import annotations
@@ -14,22 +14,13 @@ import pytest
 
 from mesh.sim.__main__ import replay_command
 
-DEFAULT_SEEDS = 20
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--seeds", type=int, default=None,
-                     help=f"how many seeds each simulation test tries (default {DEFAULT_SEEDS}, "
-                          "or $MESH_SIM_SEEDS)")
+from tests.conftest import DEFAULT_SIM_SEEDS
 
 
 def seed_count(config: pytest.Config) -> int:
-    try:
-        n = config.getoption("--seeds")
-    except ValueError:   # option not registered: pytest started above tests/sim
-        n = None
+    n = config.getoption("--seeds")
     if n is None:
-        n = int(os.environ.get("MESH_SIM_SEEDS", DEFAULT_SEEDS))
+        n = int(os.environ.get("MESH_SIM_SEEDS", DEFAULT_SIM_SEEDS))
     if n < 1:
         raise pytest.UsageError("--seeds must be at least 1")
     return n
