@@ -17,7 +17,10 @@ Theory of operation
   it scales its own probe interval and timeout by (score + 1) so it accuses less. (2) The
   suspicion timeout starts at ``suspicion_max_mult`` times the minimum and falls towards the
   minimum as other members confirm the suspicion independently. (3) A ping to a suspect
-  carries the suspicion, so the target can refute at once.
+  carries the suspicion, so the target can refute at once. We add a last chance: a suspicion
+  that runs out with no confirmation at all (we alone suspect it: perhaps we missed its
+  refutation) is extended by one period in which we probe the suspect first; its ACK, or
+  the refutation the buddy system draws out, clears it.
 * **Dissemination.** Updates ride on every message (up to ``max_piggyback``), and every
   ``gossip_interval_ms`` on GOSSIP messages to ``gossip_fanout`` random members, each update
   ``retransmit_mult * ceil(log10(n+1))`` times; see :mod:`broadcasts`.
@@ -76,7 +79,7 @@ class _Node:
 
 class _Probe:
     """The probe of the current protocol period."""
-    __slots__ = ("target", "seq", "indirect_at", "end_at", "indirect_sent", "expected_nacks", "nacks")
+    __slots__ = ("target", "seq", "indirect_at", "end_at", "indirect_sent", "helpers", "nacked")
 
     def __init__(self, target: str, seq: int, indirect_at: int, end_at: int) -> None:
         self.target = target
@@ -84,8 +87,8 @@ class _Probe:
         self.indirect_at = indirect_at
         self.end_at = end_at
         self.indirect_sent = False
-        self.expected_nacks = 0
-        self.nacks = 0
+        self.helpers: tuple[str, ...] = ()   # asked to ping the target for us
+        self.nacked: set[str] = set()        # helpers that said they heard nothing (once each)
 
 
 class _Relay:
@@ -134,6 +137,7 @@ class Swim:
         self._next_join = _FAR
         self._out: list[Action] = []
         self._corrections: list[Update] = []
+        self._last_chance: list[str] = []    # suspects to probe next, out of turn
 
     # -- public API --------------------------------------------------------------------------
 
@@ -232,7 +236,7 @@ class Swim:
         elif isinstance(msg, PingReq):
             self.handle_ping_req(src, msg, now_ms)
         elif isinstance(msg, Nack):
-            self.handle_nack(msg)
+            self.handle_nack(src, msg)
         elif isinstance(msg, Sync):
             self.handle_sync(src, msg, now_ms)
         elif isinstance(msg, SyncReply):
@@ -278,6 +282,10 @@ class Swim:
         return self._seq
 
     def _pick_probe_target(self) -> _Node | None:
+        while self._last_chance:
+            n = self._nodes.get(self._last_chance.pop())
+            if n is not None and n.state is State.SUSPECT:
+                return n
         for _ in range(2):
             order = self._probe_order
             while self._probe_idx < len(order):
@@ -314,8 +322,10 @@ class Swim:
         target = self._nodes.get(probe.target)
         if target is None or target.state not in _LIVE:
             return
-        helpers = self._random_members(self.config.indirect_checks, exclude=target.id, live_only=True)
-        probe.expected_nacks = len(helpers)
+        # helpers are members we hold ALIVE: a suspect would likely not answer, and its
+        # missing NACK would count against our own health
+        helpers = self._random_members(self.config.indirect_checks, exclude=target.id, alive_only=True)
+        probe.helpers = tuple(h.id for h in helpers)
         for h in helpers:
             self._out.append(Send(h.id, h.address, PingReq(probe.seq, target.id, target.address,
                                                            self._piggyback())))
@@ -323,8 +333,8 @@ class Swim:
     def _finish_probe(self, probe: _Probe, now_ms: int) -> None:
         """The period ended without an ACK: suspect the target, and judge our own health."""
         self._probe = None
-        if probe.expected_nacks > 0:
-            self._adjust_health(probe.expected_nacks - probe.nacks)
+        if probe.helpers:
+            self._adjust_health(len(probe.helpers) - len(probe.nacked))
         else:
             self._adjust_health(1)
         target = self._nodes.get(probe.target)
@@ -348,10 +358,10 @@ class Swim:
             self._out.append(Send(relay.requester, relay.requester_address,
                                   Ack(relay.requester_seq, self._piggyback())))
 
-    def handle_nack(self, msg: Nack) -> None:
+    def handle_nack(self, src: str, msg: Nack) -> None:
         probe = self._probe
-        if probe is not None and msg.seq == probe.seq:
-            probe.nacks += 1
+        if probe is not None and msg.seq == probe.seq and src in probe.helpers:
+            probe.nacked.add(src)   # a duplicated NACK must not hide a missing one
 
     def handle_ping_req(self, src: str, msg: PingReq, now_ms: int) -> None:
         seq = self._next_seq()
@@ -496,6 +506,12 @@ class Swim:
 
     def _expire_suspicions(self, now_ms: int) -> None:
         for n in [n for n in self._suspects.values() if n.suspicion.deadline_ms <= now_ms]:
+            sus = n.suspicion
+            if sus.confirmations == 0 and not sus.last_chance:
+                sus.last_chance = True
+                sus.deadline_ms = now_ms + 2 * scale_by_health_ms(self.config.probe_interval_ms, self._health)
+                self._last_chance.append(n.id)
+                continue
             self._on_dead(Update(State.DEAD, n.id, n.incarnation, source=self.id), now_ms)
 
     def _reap(self, now_ms: int) -> None:
@@ -519,10 +535,11 @@ class Swim:
         return self._broadcasts.take(self.config.max_piggyback,
                                      retransmit_limit(self.config.retransmit_mult, self._live))
 
-    def _random_members(self, k: int, exclude: str = "", live_only: bool = False,
+    def _random_members(self, k: int, exclude: str = "", alive_only: bool = False,
                         now_ms: int = 0) -> list[_Node]:
         """Up to ``k`` distinct random members other than us and ``exclude``: live ones, and
-        unless ``live_only`` also those dead for less than ``gossip_to_dead_ms``."""
+        or with ``alive_only`` only those ALIVE; otherwise also those dead for less than
+        ``gossip_to_dead_ms``."""
         others = self._others
         if not others or k <= 0:
             return []
@@ -533,7 +550,11 @@ class Swim:
             n = self._nodes[others[rng.randrange(len(others))]]
             if n.id == exclude or n.id in picked:
                 continue
-            if n.state in _LIVE or (not live_only and n.state is State.DEAD and n.since_ms > dead_since):
+            if alive_only:
+                ok = n.state is State.ALIVE
+            else:
+                ok = n.state in _LIVE or (n.state is State.DEAD and n.since_ms > dead_since)
+            if ok:
                 picked[n.id] = n
                 if len(picked) == k:
                     break

@@ -11,7 +11,7 @@ from mesh.swim.formulas import remaining_suspicion_ms
 
 
 class Suspicion:
-    __slots__ = ("start_ms", "min_ms", "max_ms", "k", "accusers", "deadline_ms")
+    __slots__ = ("start_ms", "min_ms", "max_ms", "k", "accusers", "deadline_ms", "last_chance")
 
     def __init__(self, accuser: str, k: int, min_ms: int, max_ms: int, now_ms: int) -> None:
         self.start_ms = now_ms
@@ -20,6 +20,7 @@ class Suspicion:
         self.k = k
         self.accusers = {accuser}
         self.deadline_ms = now_ms + remaining_suspicion_ms(0, k, 0, min_ms, max_ms)
+        self.last_chance = False   # extended once to probe the suspect ourselves (see core)
 
     @property
     def confirmations(self) -> int:
