@@ -47,11 +47,11 @@ class BroadcastQueue:
                     break
             if len(picked) == limit:
                 break
-        out = []
+        out = [self._buckets[sent][node] for sent, node in picked]
         buckets = self._buckets
-        for sent, node in picked:
+        # move them up oldest first, so the newest stays first in its next bucket too
+        for sent, node in reversed(picked):
             update = buckets[sent].pop(node)
-            out.append(update)
             if sent + 1 < max_transmits:
                 if sent + 1 == len(buckets):
                     buckets.append({})

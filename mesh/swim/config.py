@@ -53,5 +53,8 @@ class SwimConfig:
             raise ValueError("SwimConfig.probe_timeout_ms must be shorter than probe_interval_ms")
         if self.suspicion_max_mult < 1:
             raise ValueError("SwimConfig.suspicion_max_mult must be >= 1")
+        for name in ("reap_after_ms", "gossip_to_dead_ms", "indirect_checks"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"SwimConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.indirect_checks < 0:
             raise ValueError("SwimConfig.indirect_checks must be >= 0")

@@ -312,10 +312,15 @@ class Swim:
         self._probe = _Probe(target.id, seq,
                              now_ms + scale_by_health_ms(c.probe_timeout_ms, self._health),
                              now_ms + scale_by_health_ms(c.probe_interval_ms, self._health))
-        updates = self._piggyback()
-        if target.state is State.SUSPECT:   # Lifeguard buddy system: let it refute at once
-            updates = (Update(State.SUSPECT, target.id, target.incarnation, source=self.id),) + updates
-        self._out.append(Send(target.id, target.address, Ping(seq, target.id, updates)))
+        self._out.append(Send(target.id, target.address, Ping(seq, target.id, self._buddy(target) + self._piggyback())))
+
+    def _buddy(self, target: _Node | None) -> tuple[Update, ...]:
+        """Lifeguard's buddy system: a ping to a suspect (direct, or relayed by a helper, who
+        learns the suspicion from our PING_REQ) carries the suspicion, so the suspect refutes
+        at once and its ACK brings the refutation back."""
+        if target is None or target.state is not State.SUSPECT:
+            return ()
+        return (Update(State.SUSPECT, target.id, target.incarnation, source=self.id),)
 
     def _send_indirect(self, probe: _Probe) -> None:
         probe.indirect_sent = True
@@ -326,9 +331,10 @@ class Swim:
         # missing NACK would count against our own health
         helpers = self._random_members(self.config.indirect_checks, exclude=target.id, alive_only=True)
         probe.helpers = tuple(h.id for h in helpers)
+        buddy = self._buddy(target)
         for h in helpers:
             self._out.append(Send(h.id, h.address, PingReq(probe.seq, target.id, target.address,
-                                                           self._piggyback())))
+                                                           buddy + self._piggyback())))
 
     def _finish_probe(self, probe: _Probe, now_ms: int) -> None:
         """The period ended without an ACK: suspect the target, and judge our own health."""
@@ -366,7 +372,8 @@ class Swim:
     def handle_ping_req(self, src: str, msg: PingReq, now_ms: int) -> None:
         seq = self._next_seq()
         self._relays[seq] = _Relay(src, self._address_of(src), msg.seq, now_ms + self.config.probe_timeout_ms)
-        self._out.append(Send(msg.target, msg.address, Ping(seq, msg.target, self._piggyback())))
+        buddy = self._buddy(self._nodes.get(msg.target))
+        self._out.append(Send(msg.target, msg.address, Ping(seq, msg.target, buddy + self._piggyback())))
 
     def _expire_relays(self, now_ms: int) -> None:
         for seq in [s for s, r in self._relays.items() if r.nack_at <= now_ms]:

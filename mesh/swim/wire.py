@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from mesh.errors import ProtocolError
-from mesh.swim.messages import (Ack, Gossip, Message, Nack, Ping, PingReq, State, SwimKind, Sync,
+from mesh.swim.messages import (KIND_OF, Ack, Gossip, Message, Nack, Ping, PingReq, State, SwimKind, Sync,
                                 SyncReply, Update)
 
 MAX_ID_BYTES = 255
@@ -34,6 +34,8 @@ def update_to_list(u: Update) -> list:
 
 
 def to_body(msg: Message) -> list:
+    if type(msg) not in KIND_OF:
+        raise TypeError(f"not a SWIM message: {msg!r}")
     ups = [update_to_list(u) for u in msg.updates]
     if isinstance(msg, Ping):
         return [msg.seq, msg.target, ups]
