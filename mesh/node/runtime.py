@@ -625,6 +625,13 @@ class Node:
         self._links_down.add(key)
         self._unroute(key, "link lost")
         self._fail_calls_to(key, f"node {key} went away before answering")
+        member = self._gossip.member(key)
+        if member is not None and member.state not in _LIVE_STATES:
+            self._close_link(key)   # it left or died: stop ZeroMQ reconnecting to it
+
+    def _close_link(self, node: str) -> None:
+        self._transport.disconnect(node)
+        self._links_down.discard(node)
 
     def _fail_calls_to(self, node: str, why: str) -> None:
         for msg_id in [m for m, p in self._pending.items() if p.node == node]:
@@ -653,14 +660,22 @@ class Node:
             self._route(m.id)
         elif kind is EventKind.SUSPECT:
             log.info("member %s is suspected", m.id)
-        elif kind in (EventKind.DEAD, EventKind.LEFT):
-            log.info("member %s is %s", m.id, "dead" if kind is EventKind.DEAD else "gone (left)")
-            self._unroute(m.id, kind.name.lower())
-            self._transport.disconnect(m.id)
-            self._links_down.discard(m.id)
-            self._fail_calls_to(m.id, f"node {m.id} is {kind.name.lower()}")
+        elif kind is EventKind.DEAD:
+            log.info("member %s is dead", m.id)
+            self._unroute(m.id, "dead")
+            self._close_link(m.id)
+            self._fail_calls_to(m.id, f"node {m.id} is dead")
+        elif kind is EventKind.LEFT:
+            # A node that leaves has drained its handlers first, but its last replies travel
+            # on our link to it while its goodbye came by gossip, possibly overtaking them:
+            # calls in flight fail only when that link drops (see _on_link).
+            log.info("member %s left", m.id)
+            self._unroute(m.id, "left")
+            if not self._transport.is_up(m.id):
+                self._close_link(m.id)
         elif kind is EventKind.REAPED:
             self._metas.pop(m.id, None)
+            self._close_link(m.id)
         self._changed.set()
 
     def _route(self, node: str) -> None:
