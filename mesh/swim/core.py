@@ -27,9 +27,10 @@ Theory of operation
 * **Anti-entropy.** Every ``push_pull_interval_ms`` (scaled for n > 32) a member swaps its full
   state with one random member (SYNC / SYNC_REPLY); joining is the same exchange with a seed.
   In a full-state merge a remote DEAD only makes us *suspect* the node (it may be stale).
-  A message from a member we have never heard of proves our view is missing something
-  (epidemic spread leaves a few members uninformed, about e^-limit each); it brings the next
-  push-pull forward, at most once per ``4 * probe_interval_ms``. A member that gossips a
+  Epidemic spread leaves a few members uninformed (about e^-limit each), so a hole is
+  looked for: PING and ACK say how many members their sender knows, and a member that hears
+  of more members than it knows, or gets a message from a member it has never heard of,
+  brings its next push-pull forward (at most once per ``4 * probe_interval_ms``). A member that gossips a
   suspicion or death older than the incarnation we know (it missed a refutation) is sent the
   newer record straight back, so its stale suspicion ends before its timer does.
   Every ``reconnect_interval_ms`` a member also syncs with one random DEAD member, so the two
@@ -241,8 +242,9 @@ class Swim:
             self.handle_sync(src, msg, now_ms)
         elif isinstance(msg, SyncReply):
             self.handle_sync_reply(src, msg, now_ms)
-        if src not in self._nodes and self.joined:
-            # a stranger talks to us: our view has a hole; pull a full state soon
+        if self.joined and (src not in self._nodes or getattr(msg, "known", 0) > len(self._nodes)):
+            # a stranger talks to us, or the sender knows more members: our view has a
+            # hole; pull a full state soon
             soon = max(now_ms, self._last_push_pull + 4 * self.config.probe_interval_ms)
             self._next_push_pull = min(self._next_push_pull, soon)
         if self._corrections:
@@ -312,7 +314,8 @@ class Swim:
         self._probe = _Probe(target.id, seq,
                              now_ms + scale_by_health_ms(c.probe_timeout_ms, self._health),
                              now_ms + scale_by_health_ms(c.probe_interval_ms, self._health))
-        self._out.append(Send(target.id, target.address, Ping(seq, target.id, self._buddy(target) + self._piggyback())))
+        self._out.append(Send(target.id, target.address,
+                              Ping(seq, target.id, self._buddy(target) + self._piggyback(), len(self._nodes))))
 
     def _buddy(self, target: _Node | None) -> tuple[Update, ...]:
         """Lifeguard's buddy system: a ping to a suspect (direct, or relayed by a helper, who
@@ -351,7 +354,7 @@ class Swim:
     def handle_ping(self, src: str, msg: Ping) -> None:
         if msg.target != self.id:
             return   # meant for whoever had this address before us
-        self._out.append(Send(src, self._address_of(src), Ack(msg.seq, self._piggyback())))
+        self._out.append(Send(src, self._address_of(src), Ack(msg.seq, self._piggyback(), len(self._nodes))))
 
     def handle_ack(self, msg: Ack) -> None:
         probe = self._probe
@@ -362,7 +365,7 @@ class Swim:
         relay = self._relays.pop(msg.seq, None)
         if relay is not None:
             self._out.append(Send(relay.requester, relay.requester_address,
-                                  Ack(relay.requester_seq, self._piggyback())))
+                                  Ack(relay.requester_seq, self._piggyback(), msg.known)))
 
     def handle_nack(self, src: str, msg: Nack) -> None:
         probe = self._probe

@@ -54,6 +54,7 @@ class Ping:
     seq: int
     target: str                       # the id we believe lives at that address
     updates: tuple[Update, ...] = ()
+    known: int = 0                    # members the sender knows (0 = not said): a cheap digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,7 @@ class PingReq:
 class Ack:
     seq: int
     updates: tuple[Update, ...] = ()
+    known: int = 0
 
 
 @dataclass(frozen=True, slots=True)

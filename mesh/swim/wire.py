@@ -2,9 +2,10 @@
 
 Layout (each a msgpack array; ``U`` is an update ``[state, node, incarnation, address, meta, source]``)::
 
-    PING        [seq, target, [U...]]
+    PING        [seq, target, [U...], known]
     PING_REQ    [seq, target, address, [U...]]
-    ACK / NACK  [seq, [U...]]
+    ACK         [seq, [U...], known]
+    NACK        [seq, [U...]]
     GOSSIP      [[U...]]
     SYNC        [join, [U...members], [U...]]
     SYNC_REPLY  [[U...members], [U...]]
@@ -38,10 +39,12 @@ def to_body(msg: Message) -> list:
         raise TypeError(f"not a SWIM message: {msg!r}")
     ups = [update_to_list(u) for u in msg.updates]
     if isinstance(msg, Ping):
-        return [msg.seq, msg.target, ups]
+        return [msg.seq, msg.target, ups, msg.known]
     if isinstance(msg, PingReq):
         return [msg.seq, msg.target, msg.address, ups]
-    if isinstance(msg, (Ack, Nack)):
+    if isinstance(msg, Ack):
+        return [msg.seq, ups, msg.known]
+    if isinstance(msg, Nack):
         return [msg.seq, ups]
     if isinstance(msg, Gossip):
         return [ups]
@@ -62,15 +65,15 @@ def from_body(kind: int, body: Any) -> Message:
         raise ProtocolError(f"{k.name} body must be an array")
     try:
         if k is SwimKind.PING:
-            seq, target, ups = body
-            return Ping(_u64(seq), _name(target, MAX_ID_BYTES), _updates(ups))
+            seq, target, ups, known = body
+            return Ping(_u64(seq), _name(target, MAX_ID_BYTES), _updates(ups), _u64(known))
         if k is SwimKind.PING_REQ:
             seq, target, address, ups = body
             return PingReq(_u64(seq), _name(target, MAX_ID_BYTES), _name(address, MAX_ADDRESS_BYTES),
                            _updates(ups))
         if k is SwimKind.ACK:
-            seq, ups = body
-            return Ack(_u64(seq), _updates(ups))
+            seq, ups, known = body
+            return Ack(_u64(seq), _updates(ups), _u64(known))
         if k is SwimKind.NACK:
             seq, ups = body
             return Nack(_u64(seq), _updates(ups))

@@ -656,7 +656,7 @@ def test_ping_meant_for_someone_else_is_not_acked():
     assert b.step("A", Ping(5, "X"), 0) == []
     assert b.step("A", Ping(5, "C"), 0) == []
     send = only(b.step("A", Ping(6, "B"), 0))
-    assert send == Send("A", addr("A"), Ack(6, send.message.updates))
+    assert send == Send("A", addr("A"), Ack(6, send.message.updates, known=3))   # A, B, C
 
 
 def test_ping_req_relays_the_ack_or_answers_nack():
@@ -848,3 +848,25 @@ def test_same_seed_same_actions():
     assert len(a) > 500
     assert a == b
     assert _scenario(22) != a
+
+
+def _first_sync_after(core: Swim, t0: int, limit: int) -> int | None:
+    t = t0
+    while t < limit:
+        t = max(t, core.next_deadline_ms())
+        if any(isinstance(a, Send) and isinstance(a.message, Sync) for a in core.tick(t)):
+            return t
+        t += 1
+    return None
+
+
+@pytest.mark.parametrize("known, pulls_soon", [(5, False), (6, True)])
+def test_a_peer_that_knows_more_members_brings_the_push_pull_forward(known, pulls_soon):
+    """PING and ACK carry how many members the sender knows: hearing of more than we know
+    means our view has a hole, and the next full-state sync comes within 4 periods instead
+    of the push-pull interval (15 s)."""
+    a = lone()                                   # knows A..E: 5
+    a.joined = True
+    a.step("B", Ping(1, "A", (), known), 100)
+    t = _first_sync_after(a, 100, 100 + 4 * a.config.probe_interval_ms + 1)
+    assert (t is not None) is pulls_soon

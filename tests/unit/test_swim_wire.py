@@ -62,7 +62,7 @@ def test_limits_at_the_edge_are_accepted():
     many = tuple(Update(State.ALIVE, f"n{i}", i) for i in range(MAX_UPDATES))
     assert from_body(SwimKind.SYNC_REPLY, to_body(SyncReply(many, many))) == SyncReply(many, many)
     utf8 = "é" * (MAX_ID_BYTES // 2)                  # 254 bytes
-    assert from_body(SwimKind.PING, [1, utf8, []]).target == utf8
+    assert from_body(SwimKind.PING, [1, utf8, [], 0]).target == utf8
 
 
 GOOD_U = [0, "n1", 0, "tcp://a", b"", ""]
