@@ -432,15 +432,23 @@ class Swim:
         elif was is State.SUSPECT or changed:
             self._event(EventKind.UPDATED, n)
 
-    def _on_suspect(self, u: Update, now_ms: int) -> None:
+    def _accusation_target(self, u: Update) -> _Node | None:
+        """The member a SUSPECT/DEAD claim is about, if the claim needs handling here: claims
+        about us are refuted, about the gone or unknown ignored, stale ones corrected."""
         n = self._nodes.get(u.node)
         if n is self._me:
             self._accused(u)
-            return
+            return None
         if n is None or n.state in (State.DEAD, State.LEFT):
-            return
+            return None
         if u.incarnation < n.incarnation:
             self._stale_claim(n)
+            return None
+        return n
+
+    def _on_suspect(self, u: Update, now_ms: int) -> None:
+        n = self._accusation_target(u)
+        if n is None:
             return
         if n.state is State.SUSPECT and u.incarnation == n.incarnation:
             if n.suspicion.confirm(u.source):
@@ -460,14 +468,8 @@ class Swim:
             self._event(EventKind.SUSPECT, n)
 
     def _on_dead(self, u: Update, now_ms: int) -> None:
-        n = self._nodes.get(u.node)
-        if n is self._me:
-            self._accused(u)
-            return
-        if n is None or n.state in (State.DEAD, State.LEFT):
-            return
-        if u.incarnation < n.incarnation:
-            self._stale_claim(n)
+        n = self._accusation_target(u)
+        if n is None:
             return
         left = u.state is State.LEFT or u.source == u.node
         n.incarnation = u.incarnation

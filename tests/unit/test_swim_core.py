@@ -546,8 +546,9 @@ def test_a_member_cut_off_for_a_moment_refutes_its_suspicion():
 
 # -- Lifeguard ---------------------------------------------------------------------------------
 
-def _first_failed_probe(nacks: int, config: SwimConfig | None = None):
-    """A probes; the first target never answers and ``nacks`` of the 3 helpers NACK."""
+def _first_failed_probe(nacks: int, config: SwimConfig | None = None, duplicate_first: bool = False):
+    """A probes; the first target never answers and ``nacks`` of the 3 helpers NACK (the
+    first of them twice with ``duplicate_first``, as a network may duplicate it)."""
     core = lone(config=config)
     state = {"target": None, "nacked": 0}
 
@@ -561,7 +562,8 @@ def _first_failed_probe(nacks: int, config: SwimConfig | None = None):
         if isinstance(m, PingReq) and m.target == state["target"]:
             if state["nacked"] < nacks:
                 state["nacked"] += 1
-                return [(250, send.to, Nack(m.seq))]
+                copies = 2 if duplicate_first and state["nacked"] == 1 else 1
+                return [(250, send.to, Nack(m.seq))] * copies
         return []
     s = Script(core, answer)
     assert s.run_until(lambda: state["target"] is not None and s.events(EventKind.SUSPECT), 5000)
@@ -611,23 +613,7 @@ def test_unhealthy_member_waits_longer_before_asking_helpers():
 def test_duplicated_nack_does_not_mask_a_missing_one():
     """NACKs count once per helper: 2 helpers NACK (one of them twice, as a network may
     duplicate it), 1 is silent, so local health rises by 1."""
-    core = lone()
-    state = {"target": None, "nacked": 0}
-
-    def answer(send: Send, now: int):
-        m = send.message
-        if isinstance(m, Ping):
-            if state["target"] is None:
-                state["target"] = send.to
-                return []
-            return [(1, send.to, Ack(m.seq))]
-        if isinstance(m, PingReq) and state["nacked"] < 2:
-            state["nacked"] += 1
-            copies = 2 if state["nacked"] == 1 else 1
-            return [(250, send.to, Nack(m.seq))] * copies
-        return []
-    s = Script(core, answer)
-    assert s.run_until(lambda: s.events(EventKind.SUSPECT), 5000)
+    s, _ = _first_failed_probe(2, duplicate_first=True)
     assert s.core.health == 1
 
 
