@@ -52,3 +52,12 @@ def each_seed(seeds: range) -> Callable[..., None]:
                 raise
 
     return run
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give each simulation test time in proportion to its seeds (about 1 s of CPU per seed
+    for the slowest; pytest-timeout's default would cut a long ``--seeds`` run short)."""
+    per_test_s = max(120, 3 * seed_count(config))
+    for item in items:
+        if item.get_closest_marker("sim") is not None:
+            item.add_marker(pytest.mark.timeout(per_test_s))
