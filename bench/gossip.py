@@ -16,16 +16,18 @@ default SwimConfig) goes through:
    per node per period meanwhile.
 
 Times are virtual (protocol periods of 500 ms), so they do not depend on this machine.
-Writes bench/out/gossip.md (the table) and, with --plot, bench/out/gossip.png.
+Writes bench/out/gossip.md (the table), bench/out/gossip.json (the runs; ``--replot`` redraws
+from it) and, with --plot, bench/out/gossip.png.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mesh.sim.swim import SwimCluster
@@ -139,9 +141,11 @@ def plot(runs: list[Run], path: Path) -> None:
     b.set_xscale("log")
     b.set_xlabel("nodes")
     b.set_ylabel("messages per node per period")
+    b.set_ylim(0, max(msgs_b + msgs_q) * 1.3)
     b2 = b.twinx()
     b2.plot(sizes, bytes_q, "s--", color="gray", label="KiB, steady state")
     b2.set_ylabel("KiB per node per period")
+    b2.set_ylim(0, max(bytes_q) * 3)
     b.set_title("Load per node per protocol period")
     h1, l1 = b.get_legend_handles_labels()
     h2, l2 = b2.get_legend_handles_labels()
@@ -157,9 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=3, help="seeds per size up to 200 nodes (default 3)")
     p.add_argument("--big-seeds", type=int, default=1, help="seeds per size above 200 nodes (default 1)")
     p.add_argument("--plot", action="store_true", help="also write bench/out/gossip.png")
+    p.add_argument("--replot", action="store_true", help="redraw the table and plot from bench/out/gossip.json")
     args = p.parse_args(argv)
     runs: list[Run] = []
-    for n in (int(s) for s in args.sizes.split(",")):
+    sizes = [] if args.replot else [int(s) for s in args.sizes.split(",")]
+    if args.replot:
+        runs = [Run(**r) for r in json.loads((OUT / "gossip.json").read_text())]
+        args.plot = True
+    for n in sizes:
         for seed in range(args.seeds if n <= 200 else args.big_seeds):
             print(f"  n={n:<5} seed={seed} ...", end="", flush=True, file=sys.stderr)
             r = measure(n, seed)
@@ -170,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     text = table(runs)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "gossip.md").write_text(text + "\n")
+    (OUT / "gossip.json").write_text(json.dumps([asdict(r) for r in runs], indent=1))
     print(text)
     if args.plot:
         plot(runs, OUT / "gossip.png")

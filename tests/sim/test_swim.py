@@ -100,7 +100,7 @@ def test_ten_percent_loss_declares_no_healthy_node_dead(each_seed):
         assert c.run_until_converged(worst_ms) is not None
     each_seed(check, scenario="loss", nodes=N, loss=0.1)
     print(f"\n10% loss: {totals['dead']} false DEAD, {totals['suspect']} SUSPECT observations "
-          f"(all refuted) over {totals['periods']} node-periods x {N} nodes")
+          f"(one per observer; all refuted) in {totals['periods']} periods of a {N}-node mesh")
 
 
 def test_a_partition_heals_and_views_reconverge(each_seed):
