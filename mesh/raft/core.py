@@ -40,7 +40,7 @@ from __future__ import annotations
 from random import Random
 from typing import Sequence
 
-from mesh.errors import NotLeader, Overloaded
+from mesh.errors import NotLeader, Overloaded, Unavailable
 from mesh.raft.config import RaftConfig
 from mesh.raft.log import RaftLog
 from mesh.raft.messages import (Append, AppendResp, ConfState, Entry, EntryKind, HardState, InstallSnapshot,
@@ -139,6 +139,25 @@ class Raft:
         self._append_own([entry])
         return entry.index
 
+    def propose_conf_change(self, conf: ConfState, now_ms: int) -> int:
+        """Propose a new configuration that differs from the current one by one voter or
+        learner (single-server change, thesis §4.1). It takes effect when committed. Refused
+        while another change is uncommitted, and until this leader has committed an entry of
+        its own term (the fix to the single-server change bug, raft-dev 2015)."""
+        if self.role is not Role.LEADER:
+            raise NotLeader(f"{self.id} is not the leader", leader=self.leader)
+        if self.log.term_at(self.log.commit) != self.term:
+            raise Unavailable("the leader has not committed an entry of its term yet; retry shortly")
+        for i in range(self.log.commit + 1, self.log.last_index + 1):
+            if self.log.entry(i).kind == EntryKind.CONFIG:
+                raise Unavailable("another membership change is in progress")
+        old, new = set(self.conf.voters), set(conf.voters)
+        if len(old ^ new) > 1 or conf.voters_outgoing:
+            raise ValueError("a membership change adds or removes one voter at a time")
+        if not new:
+            raise ValueError("a configuration needs at least one voter")
+        return self.propose(encode_conf(conf), now_ms, EntryKind.CONFIG)
+
     def read_index(self, ctx: bytes, now_ms: int) -> None:
         """Register a linearizable read; a ReadState(ctx, index) comes out in a later Ready."""
         self._now = now_ms
@@ -202,14 +221,11 @@ class Raft:
             if isinstance(m, Vote):
                 if self._in_lease() and not m.transfer:
                     return    # we hear from a leader: a vote request cannot be legitimate
-                if m.pre:
+                if m.pre:     # pre-votes never change terms
                     self._handle_vote(m)
                     return
-            elif isinstance(m, VoteResp) and m.pre:
-                pass          # a granted pre-vote carries the term we would campaign in
-            else:
-                pass
-            if not (isinstance(m, VoteResp) and m.pre and m.granted) and not (isinstance(m, Vote) and m.pre):
+            if not (isinstance(m, VoteResp) and m.pre and m.granted):
+                # (a granted pre-vote answers in the term we would campaign in: no change)
                 leader = m.src if isinstance(m, (Append, InstallSnapshot)) else None
                 self._become_follower(m.term, leader)
         elif m.term < self.term:
@@ -439,8 +455,7 @@ class Raft:
             waiting, self._reads_waiting = self._reads_waiting, []
             for ctx in waiting:
                 self._start_read(ctx)
-        for p in list(self._progress):
-            self._send_append(p, heartbeat=True)   # followers learn the new commit index now
+        self._broadcast_heartbeat(0)   # followers learn the new commit index now
         return True
 
     # -- replication (follower) ----------------------------------------------------------
