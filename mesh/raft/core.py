@@ -114,9 +114,11 @@ class Raft:
                 self._check_quorum()
             if self.role is Role.LEADER and now_ms >= self._heartbeat_deadline:
                 self._heartbeat_deadline = now_ms + self.config.heartbeat_ms
-                self._broadcast_heartbeat(0)
-            if self._transfer_to is not None and now_ms >= self._transfer_deadline:
+                # carry the newest pending read: one lost round must not strand it
+                self._broadcast_heartbeat(max(self._reads_pending, default=0))
+            if now_ms >= self._transfer_deadline:
                 self._transfer_to = None          # gave up: take proposals again
+                self._transfer_deadline = _FAR
         elif now_ms >= self._election_deadline:
             if self.is_voter(self.id):
                 self._campaign(pre=self.config.pre_vote, transfer=False)
@@ -183,7 +185,14 @@ class Raft:
     def compact(self, snapshot: Snapshot) -> None:
         """The application took ``snapshot`` (at an applied index): drop the log before it."""
         meta = snapshot.meta
-        if meta.index <= self.log.snapshot_index:
+        if meta.index < self.log.snapshot_index:
+            return
+        if meta.index == self.log.snapshot_index:
+            # a core restarted from storage learns the data of the snapshot it started from
+            if meta.term != self.log.snapshot_term:
+                raise ValueError(f"snapshot term {meta.term} at {meta.index} does not match the log")
+            if self._snapshot is None:
+                self._snapshot = snapshot
             return
         self.log.compact(meta.index, meta.term)
         self._snapshot = snapshot
@@ -254,8 +263,12 @@ class Raft:
         self._msgs.append(m)
 
     def _in_lease(self) -> bool:
-        return (self.config.check_quorum and self.leader is not None and self.role is Role.FOLLOWER
-                and self._now < self._election_deadline)
+        """Do we hear from a leader (or are one, which check-quorum keeps honest)? Then a
+        vote request from a higher term comes from a node that was cut off, not from a real
+        need for an election (thesis §9.6)."""
+        if not self.config.check_quorum or self.leader is None:
+            return False
+        return self.role is Role.LEADER or (self.role is Role.FOLLOWER and self._now < self._election_deadline)
 
     # -- elections -----------------------------------------------------------------------
 
@@ -341,7 +354,8 @@ class Raft:
         self.leader = self.id
         self._progress = {v: Progress(self.log.last_index + 1) for v in self._members() if v != self.id}
         self._heartbeat_deadline = self._now
-        self._quorum_deadline = self._now + self.config.election_timeout_ms[0]
+        self._quorum_deadline = (self._now + self.config.election_timeout_ms[0]
+                                 if self.config.check_quorum else _FAR)
         self._uncommitted_bytes = 0
         self._append_own([Entry(self.log.last_index + 1, self.term, EntryKind.NOOP)])
 
@@ -395,19 +409,16 @@ class Raft:
         snap = self._snapshot
         if snap is None or pr.state is ProgressState.SNAPSHOT:
             return False
-        pr.become_snapshot(snap.meta.index)
+        pr.become_snapshot(snap.meta.index, self._now)
         self._send(InstallSnapshot(self.id, to, self.term, snap))
         return True
 
     def _broadcast_heartbeat(self, ctx: int) -> None:
+        """A heartbeat has no entries and no log check; it carries the commit index as far
+        as the follower is known to match. Its reply reports the follower's last index, which
+        is how lost appends and lost snapshots are noticed (see _handle_heartbeat_resp)."""
         for to, pr in self._progress.items():
-            if pr.state is ProgressState.PROBE:
-                pr.probe_sent = False             # a heartbeat also re-probes a stuck follower
-                self._send_append(to, heartbeat=True)
-            else:
-                commit = min(self.log.commit, pr.match)
-                self._send(Append(self.id, to, self.term, pr.match, self.log.term_at(pr.match) or 0, (),
-                                  commit, ctx))
+            self._send(Append(self.id, to, self.term, 0, 0, (), min(self.log.commit, pr.match), ctx, True))
 
     def _handle_append_resp(self, m: AppendResp) -> None:
         if self.role is not Role.LEADER:
@@ -418,6 +429,9 @@ class Raft:
         pr.recent_active = True
         if m.ctx:
             self._read_acked(m.ctx, m.src)
+        if m.heartbeat:
+            self._handle_heartbeat_resp(m.src, pr, m.index)
+            return
         if not m.success:
             if pr.state is ProgressState.REPLICATE and m.index <= pr.match:
                 return                              # stale rejection
@@ -438,6 +452,25 @@ class Raft:
         if m.src == self._transfer_to and pr.match == self.log.last_index:
             self._send(TimeoutNow(self.id, m.src, self.term))
 
+    def _handle_heartbeat_resp(self, src: str, pr: Progress, follower_last: int) -> None:
+        """Once per heartbeat: resend what the follower should have by now but lacks."""
+        if pr.state is ProgressState.PROBE:
+            pr.probe_sent = False                 # the probe or its reply was lost: probe again
+        elif pr.state is ProgressState.REPLICATE:
+            if follower_last < pr.next - 1 and pr.match < self.log.last_index:
+                # appends sent a heartbeat ago have not arrived: lost; resend from its end
+                pr.become_probe()
+                pr.next = max(pr.match + 1, follower_last + 1)
+        elif self._now - pr.snapshot_sent_ms >= self.config.election_timeout_ms[1]:
+            if follower_last >= pr.pending_snapshot:
+                pr.acked(pr.pending_snapshot)     # it has the snapshot; its reply was lost
+            else:
+                pr.pending_snapshot = 0           # the snapshot was lost: probe from its match again
+            pr.become_probe()
+        if pr.match < self.log.last_index:
+            while self._send_append(src):
+                pass
+
     def _maybe_commit(self) -> bool:
         """Advance the commit index to what a majority has, if it is of our term (§5.4.2)."""
         match = {p: pr.match for p, pr in self._progress.items()}
@@ -446,7 +479,9 @@ class Raft:
         if index <= self.log.commit or self.log.term_at(index) != self.term:
             return False
         committed = self.log.slice(self.log.commit + 1, index + 1)
-        self._uncommitted_bytes -= sum(len(e.data) for e in committed)
+        # only this term's proposals were counted (the count restarts with each leadership)
+        self._uncommitted_bytes = max(0, self._uncommitted_bytes
+                                      - sum(len(e.data) for e in committed if e.term == self.term))
         self.log.commit = index
         for e in committed:
             if e.kind == EntryKind.CONFIG:
@@ -465,6 +500,10 @@ class Raft:
         self.leader = m.src
         self._reset_election_timer()
         log = self.log
+        if m.heartbeat:
+            self._commit_to(min(m.commit, log.last_index))
+            self._send(AppendResp(self.id, m.src, self.term, True, log.last_index, ctx=m.ctx, heartbeat=True))
+            return
         if m.prev_index < log.commit:
             self._send(AppendResp(self.id, m.src, self.term, True, log.commit, ctx=m.ctx))
             return
@@ -480,13 +519,18 @@ class Raft:
                     self._truncate_from = first_new if self._truncate_from is None else min(self._truncate_from, first_new)
                 self._new_entries.extend(log.slice(first_new, log.last_index + 1))
         last_new = m.prev_index + len(m.entries)
-        commit = min(m.commit, last_new)
-        if commit > log.commit:
-            for e in log.slice(log.commit + 1, commit + 1):
-                if e.kind == EntryKind.CONFIG:
-                    self._apply_conf(decode_conf(e.data))
-            log.commit = commit
+        self._commit_to(min(m.commit, last_new))
         self._send(AppendResp(self.id, m.src, self.term, True, last_new, ctx=m.ctx))
+
+    def _commit_to(self, index: int) -> None:
+        """Follower: move the commit index forward; configurations take effect as they commit."""
+        log = self.log
+        if index <= log.commit:
+            return
+        for e in log.slice(log.commit + 1, index + 1):
+            if e.kind == EntryKind.CONFIG:
+                self._apply_conf(decode_conf(e.data))
+        log.commit = index
 
     def _handle_snapshot(self, m: InstallSnapshot) -> None:
         self.role = Role.FOLLOWER
@@ -497,7 +541,7 @@ class Raft:
             self._send(SnapshotResp(self.id, m.src, self.term, self.log.commit))
             return
         if self.log.matches(meta.index, meta.term):
-            self.log.commit = meta.index           # we have it all already
+            self._commit_to(meta.index)            # we have it all already
         else:
             self.log.restore(meta.index, meta.term)
             self._pending_snapshot = m.snapshot

@@ -66,6 +66,8 @@ class RaftLog:
         return out
 
     def entry(self, index: int) -> Entry:
+        if not self.snapshot_index < index <= self.last_index:
+            raise IndexError(f"no entry {index} (log holds {self.snapshot_index + 1}..{self.last_index})")
         return self._entries[index - self.snapshot_index - 1]
 
     def append(self, entries: Sequence[Entry]) -> None:

@@ -104,6 +104,7 @@ class Append:
     entries: tuple[Entry, ...]
     commit: int
     ctx: int = 0            # ReadIndex round this heartbeat confirms leadership for (0 = none)
+    heartbeat: bool = False # no entries and no log check: commit = min(leader commit, follower match)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,9 +113,11 @@ class AppendResp:
     dst: str
     term: int
     success: bool
-    index: int              # success: the last index now matching; failure: the rejected prev_index
+    index: int              # success: the last index now matching; failure: the rejected prev_index;
+                            # heartbeat: the follower's last index
     hint: int = 0           # failure: the follower's last index (lets the leader skip back fast)
     ctx: int = 0
+    heartbeat: bool = False
 
 
 @dataclass(frozen=True, slots=True)

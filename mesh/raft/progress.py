@@ -19,7 +19,8 @@ class ProgressState(IntEnum):
 
 
 class Progress:
-    __slots__ = ("match", "next", "state", "inflight", "probe_sent", "recent_active", "pending_snapshot")
+    __slots__ = ("match", "next", "state", "inflight", "probe_sent", "recent_active", "pending_snapshot",
+                 "snapshot_sent_ms")
 
     def __init__(self, next_index: int) -> None:
         self.match = 0
@@ -29,6 +30,7 @@ class Progress:
         self.probe_sent = False               # PROBE: one append outstanding until a reply or a heartbeat
         self.recent_active = False            # heard from since the last check-quorum round
         self.pending_snapshot = 0
+        self.snapshot_sent_ms = 0
 
     def become_probe(self) -> None:
         if self.state is ProgressState.SNAPSHOT:
@@ -46,9 +48,10 @@ class Progress:
         self.inflight.clear()
         self.probe_sent = False
 
-    def become_snapshot(self, index: int) -> None:
+    def become_snapshot(self, index: int, now_ms: int) -> None:
         self.state = ProgressState.SNAPSHOT
         self.pending_snapshot = index
+        self.snapshot_sent_ms = now_ms
         self.inflight.clear()
 
     def acked(self, index: int) -> bool:
