@@ -1,0 +1,218 @@
+"""The replicated key-value state machine that Raft entries are applied to.
+
+Theory of operation
+-------------------
+* Every replica applies the same committed commands in the same order, so every replica
+  holds the same map. A command is a msgpack list; :func:`encode_command` builds it and
+  :meth:`KVMachine.apply` runs it and returns its result. Nothing here reads a clock: time
+  (for leases) arrives inside commands, stamped by the leader that proposed them, so every
+  replica expires the same leases at the same log position.
+* **Revisions.** Each write gets the log index it was committed at as its revision; a key
+  remembers the revision it was created and last modified at (``create_rev``, ``mod_rev``),
+  as etcd does. Watches (the node runtime) report changes with their revision, so a watcher
+  can resume from where it left off.
+* **Exactly once.** A command carries ``(client, seq)``. A client retries a command it is
+  unsure about (its leader died mid-call) with the same pair; the machine remembers the
+  last seq and result per client and answers a duplicate from there without applying it
+  again. Client sessions are bounded (``max_sessions``, least recently used evicted).
+* **Leases.** ``grant(ttl)`` creates a lease; keys put with it are deleted when it expires
+  (``revoke``, or an ``expire`` command the leader proposes at ``now`` after the deadline)
+  or is not kept alive. Locks and leader-elected singletons are keys under a lease.
+* **Snapshots** are the whole state as msgpack (:meth:`snapshot` / :meth:`restore`).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from mesh.errors import ProtocolError
+
+# command names
+PUT, DELETE, CAS, GRANT, REVOKE, KEEPALIVE, EXPIRE = "put", "delete", "cas", "grant", "revoke", "keepalive", "expire"
+
+
+@dataclass(slots=True)
+class Value:
+    value: Any
+    create_rev: int
+    mod_rev: int
+    version: int            # writes since creation
+    lease: int = 0
+
+
+@dataclass(slots=True)
+class Lease:
+    id: int
+    ttl_ms: int
+    deadline_ms: int
+    keys: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What a write did to one key (for watchers)."""
+    key: str
+    value: Any               # None for a delete
+    revision: int
+    deleted: bool = False
+
+
+def encode_command(client: str, seq: int, op: str, *args: Any) -> bytes:
+    return msgpack.packb([client, seq, op, *args], use_bin_type=True)
+
+
+class KVMachine:
+    def __init__(self, max_sessions: int = 100_000) -> None:
+        self.data: dict[str, Value] = {}
+        self.leases: dict[int, Lease] = {}
+        self.revision = 0
+        self.applied = 0
+        self.max_sessions = max_sessions
+        self._sessions: OrderedDict[str, tuple[int, Any]] = OrderedDict()
+        self._next_lease = 1
+
+    # -- reads (served locally once a ReadIndex says the replica is current) ----------------
+
+    def get(self, key: str) -> Value | None:
+        return self.data.get(key)
+
+    def range(self, prefix: str) -> list[tuple[str, Value]]:
+        return sorted((k, v) for k, v in self.data.items() if k.startswith(prefix))
+
+    # -- writes --------------------------------------------------------------------------
+
+    def apply(self, index: int, command: bytes) -> tuple[Any, list[Change]]:
+        """Apply the command committed at ``index``; returns (result, changes)."""
+        if index <= self.applied:
+            raise ValueError(f"entry {index} applied twice (applied up to {self.applied})")
+        self.applied = index
+        try:
+            client, seq, op, *args = msgpack.unpackb(command, raw=False)
+            if not isinstance(client, str) or type(seq) is not int:
+                raise TypeError("client must be a string, seq an integer")
+        except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+            return ProtocolError(f"malformed command at {index}: {exc}"), []
+        if client:
+            done = self._sessions.get(client)
+            if done is not None and seq <= done[0]:
+                self._sessions.move_to_end(client)
+                return (done[1] if seq == done[0] else ProtocolError(f"stale command {client}:{seq}")), []
+        changes: list[Change] = []
+        try:
+            result = self._run(index, op, args, changes)
+        except (TypeError, ValueError, KeyError) as exc:
+            result = ProtocolError(f"bad {op!r} command: {exc}")
+        if client:
+            self._sessions[client] = (seq, result)
+            self._sessions.move_to_end(client)
+            while len(self._sessions) > self.max_sessions:
+                self._sessions.popitem(last=False)
+        return result, changes
+
+    def _run(self, index: int, op: str, args: list, changes: list[Change]) -> Any:
+        if op == PUT:
+            key, value, lease = args
+            return self._put(index, key, value, lease, changes)
+        if op == DELETE:
+            (key,) = args
+            return self._delete(index, key, changes)
+        if op == CAS:
+            key, expected, new, lease = args
+            current = self.data.get(key)
+            if (current.value if current is not None else None) != expected:
+                return False
+            if new is None:
+                self._delete(index, key, changes)
+            else:
+                self._put(index, key, new, lease, changes)
+            return True
+        if op == GRANT:
+            ttl_ms, now_ms = args
+            if type(ttl_ms) is not int or ttl_ms <= 0:
+                raise ValueError("ttl must be a positive number of ms")
+            lease = Lease(self._next_lease, ttl_ms, now_ms + ttl_ms)
+            self._next_lease += 1
+            self.leases[lease.id] = lease
+            return lease.id
+        if op == KEEPALIVE:
+            lease_id, now_ms = args
+            lease = self.leases.get(lease_id)
+            if lease is None:
+                return False
+            lease.deadline_ms = now_ms + lease.ttl_ms
+            return True
+        if op == REVOKE:
+            (lease_id,) = args
+            return self._revoke(index, lease_id, changes)
+        if op == EXPIRE:
+            (now_ms,) = args
+            expired = [lid for lid, lease in self.leases.items() if lease.deadline_ms <= now_ms]
+            for lid in expired:
+                self._revoke(index, lid, changes)
+            return expired
+        raise ValueError(f"unknown operation {op!r}")
+
+    def _put(self, index: int, key: str, value: Any, lease: int, changes: list[Change]) -> int:
+        if not isinstance(key, str) or not key:
+            raise ValueError("a key is a non-empty string")
+        if lease and lease not in self.leases:
+            raise KeyError(f"lease {lease} does not exist (expired?)")
+        old = self.data.get(key)
+        if old is not None and old.lease and old.lease != lease and old.lease in self.leases:
+            self.leases[old.lease].keys.discard(key)
+        if old is None:
+            self.data[key] = Value(value, index, index, 1, lease)
+        else:
+            old.value, old.mod_rev, old.version, old.lease = value, index, old.version + 1, lease
+        if lease:
+            self.leases[lease].keys.add(key)
+        self.revision = index
+        changes.append(Change(key, value, index))
+        return index
+
+    def _delete(self, index: int, key: str, changes: list[Change]) -> bool:
+        old = self.data.pop(key, None)
+        if old is None:
+            return False
+        if old.lease in self.leases:
+            self.leases[old.lease].keys.discard(key)
+        self.revision = index
+        changes.append(Change(key, None, index, deleted=True))
+        return True
+
+    def _revoke(self, index: int, lease_id: int, changes: list[Change]) -> bool:
+        lease = self.leases.pop(lease_id, None)
+        if lease is None:
+            return False
+        for key in sorted(lease.keys):
+            self._delete(index, key, changes)
+        return True
+
+    def next_lease_deadline(self) -> int | None:
+        return min((lease.deadline_ms for lease in self.leases.values()), default=None)
+
+    # -- snapshots -----------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        return msgpack.packb({
+            "applied": self.applied, "revision": self.revision, "next_lease": self._next_lease,
+            "data": [[k, v.value, v.create_rev, v.mod_rev, v.version, v.lease] for k, v in self.data.items()],
+            "leases": [[l.id, l.ttl_ms, l.deadline_ms] for l in self.leases.values()],
+            "sessions": [[c, s, {"error": str(r)} if isinstance(r, Exception) else {"ok": r}]
+                         for c, (s, r) in self._sessions.items()],
+        }, use_bin_type=True)
+
+    def restore(self, blob: bytes) -> None:
+        state = msgpack.unpackb(blob, raw=False)
+        self.applied, self.revision, self._next_lease = state["applied"], state["revision"], state["next_lease"]
+        self.leases = {lid: Lease(lid, ttl, deadline) for lid, ttl, deadline in state["leases"]}
+        self.data = {}
+        for k, value, create_rev, mod_rev, version, lease in state["data"]:
+            self.data[k] = Value(value, create_rev, mod_rev, version, lease)
+            if lease in self.leases:
+                self.leases[lease].keys.add(k)
+        self._sessions = OrderedDict(
+            (c, (s, ProtocolError(r["error"]) if "error" in r else r["ok"])) for c, s, r in state["sessions"])
