@@ -48,6 +48,7 @@ from mesh.raft.messages import (Append, AppendResp, ConfState, Entry, EntryKind,
                                 TimeoutNow, Vote, VoteResp)
 from mesh.raft.progress import Progress, ProgressState
 from mesh.raft.quorum import committed_index, has_quorum, vote_result
+from mesh.raft.wire import decode_conf, encode_conf
 
 _FAR = 1 << 62
 
@@ -593,12 +594,3 @@ class Raft:
             if not self.is_voter(self.id):
                 self._become_follower(self.term, None)
 
-
-def encode_conf(conf: ConfState) -> bytes:
-    parts = [",".join(conf.voters), ",".join(conf.learners), ",".join(conf.voters_outgoing)]
-    return "|".join(parts).encode()
-
-
-def decode_conf(data: bytes) -> ConfState:
-    voters, learners, outgoing = (tuple(x for x in p.split(",") if x) for p in data.decode().split("|"))
-    return ConfState(voters, learners, outgoing)
