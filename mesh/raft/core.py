@@ -462,11 +462,15 @@ class Raft:
                 # appends sent a heartbeat ago have not arrived: lost; resend from its end
                 pr.become_probe()
                 pr.next = max(pr.match + 1, follower_last + 1)
+            elif pr.match < pr.next - 1:
+                # it may have it all and only its reply was lost: an empty append at the end
+                # of what we sent is checked against its log and draws a fresh reply
+                self._send_append(src, heartbeat=True)
+                return
         elif self._now - pr.snapshot_sent_ms >= self.config.election_timeout_ms[1]:
-            if follower_last >= pr.pending_snapshot:
-                pr.acked(pr.pending_snapshot)     # it has the snapshot; its reply was lost
-            else:
-                pr.pending_snapshot = 0           # the snapshot was lost: probe from its match again
+            # no reply to the snapshot for a while: lost, or its reply was. Probe again from
+            # what we know matches (a long log on the follower proves nothing: it may diverge).
+            pr.pending_snapshot = 0
             pr.become_probe()
         if pr.match < self.log.last_index:
             while self._send_append(src):
