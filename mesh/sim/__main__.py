@@ -280,7 +280,20 @@ def _non_defaults(args: argparse.Namespace) -> dict[str, object]:
             if k not in ("seed", "scenario", "nodes", "verbose") and v != defaults[k]}
 
 
+def raft_scenario(argv: list[str] | None) -> int | None:
+    """``--scenario raft-*`` replays a Raft run (:func:`mesh.sim.raft.main`, its own flags);
+    None for the SWIM scenarios above."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not any(a.startswith("raft-") or a.startswith("--scenario=raft-") for a in args):
+        return None
+    from mesh.sim.raft import main as raft_main
+
+    return raft_main(args)
+
+
 def main(argv: list[str] | None = None) -> int:
+    if (rc := raft_scenario(argv)) is not None:
+        return rc
     text, ok = report(argv)
     sys.stdout.write(text)
     return 0 if ok else 1

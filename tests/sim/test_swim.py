@@ -153,7 +153,6 @@ def test_metadata_spreads_in_a_few_gossip_rounds(each_seed):
     def check(seed):
         c = converged_cluster(seed)
         c.set_meta("n3", b"agents-v2")
-        t0 = c.now_ms
         t = c.run_until_true(lambda: all(c.nodes[o].core.member("n3").meta == b"agents-v2"
                                          for o in c.live_ids()), 40 * PERIOD_MS, check_every_ms=10)
         assert t is not None, "metadata did not reach everyone within 40 periods"

@@ -1,0 +1,1467 @@
+"""A cluster of Raft cores on the simulated network, with disks that lose unsynced writes.
+
+Theory of operation
+-------------------
+Each simulated node (``n0`` .. ``n{n-1}``) is one :class:`~mesh.raft.core.Raft` core plus what
+its driver owns: a simulated **disk** (:class:`Disk`: hard state, log, snapshot), a **state
+machine** (:class:`KVStore`) with its applied index, and the **driver state** (the Ready being
+synced, messages waiting, the one pending timer). The harness is the cores' driver, as the
+node runtime is on ZeroMQ and a real disk, and keeps the Ready contract:
+
+1. ``rd = core.ready()``; its persistence (snapshot, ``truncate_from``, entries, hard state)
+   goes into an **unsynced** write that becomes durable after an fsync delay drawn from
+   ``fsync_ms`` (node stream ``fsync:<id>``; ``(0, 0)`` persists at once);
+2. only then are ``rd.messages`` sent,
+3. and the snapshot and committed entries applied, and the reads served.
+
+While a Ready is syncing the node takes no other Ready ("one Ready at a time"). What else it
+does meanwhile is the ``pipeline`` switch:
+
+- ``pipeline=False`` (default): the driver is **blocked**. Messages that arrive are queued
+  (bounded by ``inbox_limit``; beyond that they are dropped and counted in
+  ``inbox_dropped``), timers wait. When the sync completes the driver steps every queued
+  message, ticks if a deadline passed, and takes one Ready for all of it (group commit).
+- ``pipeline=True``: messages and ticks step the core during the sync (the core must not
+  count the Ready in flight as durable before the next ``ready()``); the next Ready waits.
+
+Client calls (:meth:`RaftCluster.propose`, reads) reach the core at once in both modes: they
+must return an index, and the runtime's ``kv.put`` runs on the loop while an fsync is in a
+thread. The core's contract allows inputs between ``ready()`` calls.
+
+Crashes: :meth:`RaftCluster.crash` throws away the core, the inbox and the unsynced write
+(``torn=True`` keeps a random prefix of it instead, in the order the driver writes: snapshot,
+truncation, entries one by one, hard state -- what an ordered log on a real disk can leave).
+:meth:`RaftCluster.restart` builds a fresh core from the disk alone: hard state, log,
+snapshot, ``applied`` = the snapshot's index; the state machine is rebuilt from the
+snapshot and the core hands the committed entries after it out again.
+
+The **state machine** is a key-value map. An entry's data is a text command
+``b"<tag> <verb> <key> [<arg> ...]"``: ``put k v`` -> None, ``get k`` -> value or None,
+``cas k old new`` -> bool (``old`` ``_`` = absent), ``del k`` -> bool. ``tag`` makes every
+command unique (client op id); anything else (no-ops, config entries, unknown commands)
+changes nothing and returns None. Snapshots carry the map and the applied-sequence chain
+value that :mod:`mesh.sim.raft_checkers` compares.
+
+The app takes a **snapshot** every ``snapshot_every`` applied entries (0: never): it is durable
+at once (an atomic rename), the disk log before it is dropped, and ``core.compact`` is told.
+A restarted core gets the disk's snapshot through ``compact`` too (its constructor takes only
+the metadata; it needs the data to bring a lagging follower up).
+
+**Messages** travel as objects (no encoding yet); the network counts a rough wire size
+(:func:`wire_size`: a fixed header plus entry and snapshot bytes). ``msg_counts`` counts
+messages by type.
+
+**Timers**: one wake per node at ``core.next_deadline_ms()``, as :mod:`mesh.sim.swim` does:
+a tick that leaves its deadline due is run once more at the same instant; twice in a row,
+and the node is woken 1 ms later and ``stuck_ticks`` counts it (a core whose deadline stays
+in the past -- a bug worth a look, not a crash of the run).
+
+**Checkers** (:class:`~mesh.sim.raft_checkers.RaftChecker`) are fed every fact as it happens
+(after every core call, Ready, sync and apply), so a violation raises at the event that
+caused it, naming the seed, the virtual time, recent faults and the replay command.
+
+**Clients.** :meth:`RaftCluster.propose` hands data to the current leader (the node in the
+LEADER role with the highest term) and returns ``(node, index)``, or None without a leader;
+the proposal is *acknowledged* when that same process applies its own entry at that index
+(a different entry there, or the entry cut from its log by a newer leader: lost; the process
+crashed first: unknown). :class:`Workload` runs
+clients that keep one operation each in flight and records a
+:class:`~mesh.sim.linearizability.History` for the linearizability checker.
+
+**Faults**: partitions, one-way cuts and lossy/duplicating/reordering spells are the
+network's; crashes and restarts are above; :meth:`RaftCluster.nemesis` mixes them at random;
+``drop`` (a predicate on messages) loses chosen messages, for scripted pitfalls.
+``trace`` (a list, off by default) records every send, receive, sync, apply and fault.
+
+**Scenarios** (the end of this module) are what ``tests/sim/test_raft.py`` runs and
+``python -m mesh.sim --seed N --scenario raft-*`` replays, byte for byte.
+
+Randomness, all from the one seed: the network (``network``), each core
+(``raft:<id>:<life>``), each disk (``fsync:<id>``), the crash prefixes (``torn``), the
+nemesis (``nemesis``), the clients (``clients``) and the scenarios (``scenario``).
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from mesh.errors import NotLeader, Overloaded
+from mesh.raft.config import RaftConfig
+from mesh.raft.core import Raft
+from mesh.raft.messages import (Append, AppendResp, ConfState, Entry, HardState, InstallSnapshot,
+                                Message, ReadState, Ready, Role, Snapshot, SnapshotMeta, Vote,
+                                VoteResp)
+from mesh.sim.network import Network, NetworkConfig, NodeStats
+from mesh.sim.raft_checkers import RaftChecker, chain_hash
+from mesh.sim.world import World
+
+ADDRESS_PREFIX = "sim://"
+HEADER_BYTES = 48        # rough fixed part of a message on the wire
+ENTRY_BYTES = 24         # rough per-entry overhead (index, term, kind, length)
+
+
+def wire_size(msg: Message) -> int:
+    """A rough size of ``msg`` on the wire: what the network's byte counters add up."""
+    t = type(msg)
+    if t is Append:
+        return HEADER_BYTES + sum(ENTRY_BYTES + len(e.data) for e in msg.entries)
+    if t is InstallSnapshot:
+        return HEADER_BYTES + 64 + len(msg.snapshot.data)
+    return HEADER_BYTES
+
+
+def describe(msg: Message) -> str:
+    """One line for a message in a trace: kind, route, term and what matters of it."""
+    t = type(msg)
+    head = f"{t.__name__} {msg.src}->{msg.dst} t{msg.term}"
+    if t is Append:
+        ents = msg.entries
+        span = f" [{ents[0].index}..{ents[-1].index} t{ents[-1].term}]" if ents else ""
+        hb = " hb" if getattr(msg, "heartbeat", False) else ""
+        return f"{head} prev {msg.prev_index}/t{msg.prev_term}{span} commit {msg.commit}{hb} ctx {msg.ctx}"
+    if t is AppendResp:
+        hb = " hb" if getattr(msg, "heartbeat", False) else ""
+        return f"{head} {'ok' if msg.success else 'REJECT'} index {msg.index} hint {msg.hint}{hb} ctx {msg.ctx}"
+    if t is InstallSnapshot:
+        return f"{head} snapshot {msg.snapshot.meta.index}/t{msg.snapshot.meta.term}"
+    if t is Vote:
+        return f"{head} {'pre' if msg.pre else ''}vote last {msg.last_index}/t{msg.last_term}"
+    if t is VoteResp:
+        return f"{head} {'pre' if msg.pre else ''}vote {'granted' if msg.granted else 'refused'}"
+    return f"{head} {msg}"
+
+
+class _Packet:
+    """A message object in flight; ``len()`` is its rough wire size for the counters."""
+    __slots__ = ("msg", "size")
+
+    def __init__(self, msg: Message) -> None:
+        self.msg = msg
+        self.size = wire_size(msg)
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def _default_replay(seed: int, n: int) -> str:
+    """Without a scenario: the pytest node running now (if any) and the cluster's seed."""
+    current = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
+    where = f"pytest '{current}'" if current else "the script that built it"
+    return f"{where}  (RaftCluster(seed={seed}, n={n}))"
+
+
+# -- logs and disks ---------------------------------------------------------------------------
+
+class LogMirror:
+    """A Raft log as the harness sees it: the snapshot point, the entries after it and each
+    entry's log-matching chain value. One mirrors each core's log (as of the last Ready
+    taken); another is each disk's log."""
+
+    __slots__ = ("snap_index", "snap_term", "snap_chain", "entries", "chains")
+
+    def __init__(self) -> None:
+        self.snap_index = 0
+        self.snap_term = 0
+        self.snap_chain = 0
+        self.entries: list[Entry] = []
+        self.chains: list[int] = []
+
+    @property
+    def last_index(self) -> int:
+        return self.snap_index + len(self.entries)
+
+    @property
+    def last_chain(self) -> int:
+        return self.chains[-1] if self.chains else self.snap_chain
+
+    def term_at(self, index: int) -> int | None:
+        if index == self.snap_index:
+            return self.snap_term
+        if index < self.snap_index or index > self.last_index:
+            return None
+        return self.entries[index - self.snap_index - 1].term
+
+    def chain_at(self, index: int) -> int | None:
+        if index == self.snap_index:
+            return self.snap_chain
+        if index < self.snap_index or index > self.last_index:
+            return None
+        return self.chains[index - self.snap_index - 1]
+
+    def append(self, entry: Entry) -> int:
+        """Append at the end; returns the entry's chain value. Raises ValueError on a gap."""
+        if entry.index != self.last_index + 1:
+            raise ValueError(f"entry {entry.index} does not follow the log's last index "
+                             f"{self.last_index}")
+        chain = chain_hash(self.last_chain, entry)
+        self.entries.append(entry)
+        self.chains.append(chain)
+        return chain
+
+    def truncate(self, from_index: int) -> None:
+        """Drop entries from ``from_index`` on."""
+        keep = max(0, from_index - self.snap_index - 1)
+        del self.entries[keep:]
+        del self.chains[keep:]
+
+    def install_snapshot(self, meta: SnapshotMeta, chain: int) -> None:
+        """The log restarts at a snapshot: entries after it stay if the log holds its
+        (index, term), else all go (what RaftStorage's recovery does too)."""
+        if self.term_at(meta.index) == meta.term and meta.index >= self.snap_index:
+            self.compact(meta.index)
+        else:
+            self.entries.clear()
+            self.chains.clear()
+            self.snap_index, self.snap_term, self.snap_chain = meta.index, meta.term, chain
+
+    def compact(self, index: int) -> None:
+        """Fold entries up to ``index`` (held) into the snapshot point."""
+        if index <= self.snap_index:
+            return
+        k = index - self.snap_index
+        self.snap_term = self.entries[k - 1].term
+        self.snap_chain = self.chains[k - 1]
+        del self.entries[:k]
+        del self.chains[:k]
+        self.snap_index = index
+
+    def copy(self) -> LogMirror:
+        out = LogMirror()
+        out.snap_index, out.snap_term, out.snap_chain = self.snap_index, self.snap_term, self.snap_chain
+        out.entries = list(self.entries)
+        out.chains = list(self.chains)
+        return out
+
+
+class Disk:
+    """What survives a crash: the hard state, the log and the latest snapshot (with data)."""
+
+    __slots__ = ("hard_state", "log", "snapshot", "syncs", "writes_lost")
+
+    def __init__(self) -> None:
+        self.hard_state = HardState()
+        self.log = LogMirror()
+        self.snapshot: Snapshot | None = None
+        self.syncs = 0
+        self.writes_lost = 0
+
+
+def persistence_ops(rd: Ready) -> list[tuple]:
+    """A Ready's persistence as the ordered writes a driver makes."""
+    ops: list[tuple] = []
+    if rd.snapshot is not None:
+        ops.append(("snapshot", rd.snapshot))
+    if rd.truncate_from is not None:
+        ops.append(("truncate", rd.truncate_from))
+    for e in rd.entries:
+        ops.append(("entry", e))
+    if rd.hard_state is not None:
+        ops.append(("hard_state", rd.hard_state))
+    return ops
+
+
+# -- the state machine ------------------------------------------------------------------------
+
+ABSENT = "_"
+
+
+class KVStore:
+    """The replicated key-value map (see the module docstring for the commands)."""
+
+    __slots__ = ("data", "applied", "applied_term", "chain")
+
+    def __init__(self) -> None:
+        self.data: dict[str, str] = {}
+        self.applied = 0
+        self.applied_term = 0
+        self.chain = 0          # chain value of the applied sequence (== the log's there)
+
+    def apply(self, entry: Entry) -> object:
+        self.applied = entry.index
+        self.applied_term = entry.term
+        self.chain = chain_hash(self.chain, entry)
+        parts = entry.data.split(b" ") if entry.data else ()
+        if len(parts) < 3:
+            return None
+        verb, key = parts[1], parts[2].decode()
+        data = self.data
+        if verb == b"put" and len(parts) == 4:
+            data[key] = parts[3].decode()
+            return None
+        if verb == b"get":
+            return data.get(key)
+        if verb == b"cas" and len(parts) == 5:
+            old, new = parts[3].decode(), parts[4].decode()
+            if data.get(key) == (None if old == ABSENT else old):
+                data[key] = new
+                return True
+            return False
+        if verb == b"del":
+            return data.pop(key, None) is not None
+        return None
+
+    def snapshot_data(self) -> bytes:
+        return json.dumps({"kv": self.data, "chain": self.chain}, sort_keys=True).encode()
+
+    @classmethod
+    def restore(cls, snapshot: Snapshot) -> KVStore:
+        st = cls()
+        obj = json.loads(snapshot.data)
+        st.data = dict(obj["kv"])
+        st.chain = int(obj["chain"])
+        st.applied = snapshot.meta.index
+        st.applied_term = snapshot.meta.term
+        return st
+
+    @staticmethod
+    def chain_of(snapshot: Snapshot) -> int:
+        return int(json.loads(snapshot.data)["chain"])
+
+
+def command(tag: str, verb: str, key: str, *args: str) -> bytes:
+    """The entry data of one KV command (no spaces inside the parts)."""
+    return " ".join((tag, verb, key) + args).encode()
+
+
+# -- nodes ------------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Proposal:
+    """One proposal a client handed to a leader, and what became of it."""
+    node: str
+    life: int
+    index: int
+    term: int
+    data: bytes
+    proposed_ms: int
+    status: str = "pending"      # pending | acked | lost | unknown
+    done_ms: int | None = None
+    result: object = None
+    on_done: Callable[[Proposal], None] | None = None
+
+
+class RaftSimNode:
+    """One process: a core (None once crashed), its disk, state machine and driver state."""
+
+    __slots__ = ("id", "core", "life", "up", "disk", "log", "sm", "syncing", "inbox",
+                 "wake_ms", "spins", "lead_term", "proposals", "reads_waiting", "read_ops")
+
+    def __init__(self, id: str) -> None:
+        self.id = id
+        self.core: Raft | None = None
+        self.life = 0
+        self.up = False
+        self.disk = Disk()
+        self.log = LogMirror()
+        self.sm = KVStore()
+        self.syncing: Ready | None = None
+        self.inbox: deque[Message] = deque()
+        self.wake_ms: int | None = None
+        self.spins = 0
+        self.lead_term = -1
+        self.proposals: dict[int, Proposal] = {}      # index -> proposal (this life)
+        self.reads_waiting: list[ReadState] = []      # read states whose index is not applied yet
+        self.read_ops: dict[bytes, tuple[str, Callable]] = {}   # ctx -> (key, done)
+
+    @property
+    def applied(self) -> int:
+        return self.sm.applied
+
+
+# -- the cluster ------------------------------------------------------------------------------
+
+class RaftCluster:
+    """N Raft cores, a world, a network and disks; see the module docstring."""
+
+    def __init__(self, seed: int, n: int = 3, config: RaftConfig | None = None,
+                 net: NetworkConfig | None = None, fsync_ms: tuple[int, int] = (1, 3), *,
+                 pipeline: bool = False, snapshot_every: int = 0, check: bool = True,
+                 inbox_limit: int = 10_000, replay: str | None = None) -> None:
+        lo, hi = fsync_ms
+        if not 0 <= lo <= hi:
+            raise ValueError(f"fsync_ms must be (lo, hi) with 0 <= lo <= hi, got {fsync_ms}")
+        self.seed = seed
+        self.config = config or RaftConfig()
+        self.world = World(seed)
+        self.net = Network(self.world, net or NetworkConfig())
+        self.calm_net = self.net.config
+        self.fsync_ms = fsync_ms
+        self.pipeline = pipeline
+        self.snapshot_every = snapshot_every
+        self.inbox_limit = inbox_limit
+        self.replay = replay or _default_replay(seed, n)
+        self.ids = [f"n{i}" for i in range(n)]
+        self.conf = ConfState(voters=tuple(self.ids))
+        self.nodes: dict[str, RaftSimNode] = {i: RaftSimNode(i) for i in self.ids}
+        self.faults: list[str] = []
+        """``"<time> ms <what>"`` for every fault injected, in order (shown with violations)."""
+        self.proposals: list[Proposal] = []
+        self.msg_counts: Counter[str] = Counter()
+        self.readies = 0
+        self.stuck_ticks = 0
+        self.inbox_dropped = 0
+        self.snapshots_taken = 0
+        self.drop: Callable[[Message], bool] | None = None
+        """A selective fault for scripted tests: messages it returns True for are not sent
+        (counted in ``dropped_by_filter``)."""
+        self.dropped_by_filter = 0
+        self.trace: list[str] | None = None
+        """Set to a list to record one line per message sent and delivered, Ready synced,
+        entry applied and fault (``python -m mesh.sim ... --trace``). Off by default."""
+        self._fsync_rng = {i: self.world.rng(f"fsync:{i}") for i in self.ids}
+        self._torn_rng = self.world.rng("torn")
+        self.checker: RaftChecker | None = None
+        if check:
+            disks = {i: node.disk.log for i, node in self.nodes.items()}
+            self.checker = RaftChecker(self.ids, where=self.where, durable=lambda: disks)
+        for node in self.nodes.values():
+            self._boot(node)
+
+    # -- time -------------------------------------------------------------------------------
+
+    @property
+    def now_ms(self) -> int:
+        return self.world.now_ms
+
+    def run_for(self, ms: int) -> None:
+        self.world.run_for(ms)
+
+    def run_until_true(self, pred: Callable[[], bool], limit_ms: int,
+                       check_every_ms: int = 5) -> int | None:
+        """Run until ``pred()``; the virtual time it held (to ``check_every_ms``) or None."""
+        return self.world.run_until_true(pred, limit_ms, check_every_ms)
+
+    def where(self) -> str:
+        """The run, for failure messages: seed, virtual time, recent faults, replay."""
+        recent = "; ".join(self.faults[-8:]) or "none"
+        return (f"seed {self.seed} at {self.now_ms} ms (pipeline={self.pipeline}); "
+                f"recent faults: {recent}\n  replay: {self.replay}")
+
+    def _fault(self, text: str) -> None:
+        self.faults.append(f"{self.now_ms} ms {text}")
+        if self.trace is not None:
+            self.trace.append(f"{self.now_ms:>7} --- {text}")
+
+    def _t(self, node: str, text: str) -> None:
+        self.trace.append(f"{self.now_ms:>7} {node:>4} {text}")
+
+    # -- what the nodes believe -------------------------------------------------------------
+
+    def up_ids(self) -> list[str]:
+        return [i for i in self.ids if self.nodes[i].up]
+
+    def down_ids(self) -> list[str]:
+        return [i for i in self.ids if not self.nodes[i].up]
+
+    def core(self, id: str) -> Raft | None:
+        return self.nodes[id].core
+
+    def leader(self) -> str | None:
+        """The running node in the LEADER role with the highest term (None: none)."""
+        best, best_term = None, -1
+        for node in self.nodes.values():
+            core = node.core
+            if core is not None and core.role is Role.LEADER and core.term > best_term:
+                best, best_term = node.id, core.term
+        return best
+
+    def leaders(self) -> list[str]:
+        """Every running node that believes it leads (stale ones of older terms included)."""
+        return [i for i in self.ids if self.nodes[i].core is not None
+                and self.nodes[i].core.role is Role.LEADER]
+
+    def stable_leader(self, among: Iterable[str] | None = None) -> str | None:
+        """The leader when exactly one node of ``among`` (default: the running ones) leads
+        and every one of them follows it in its term; None otherwise."""
+        ids = self.up_ids() if among is None else list(among)
+        leads = [i for i in ids if self.nodes[i].core is not None
+                 and self.nodes[i].core.role is Role.LEADER]
+        if len(leads) != 1:
+            return None
+        lead = leads[0]
+        term = self.nodes[lead].core.term
+        for i in ids:
+            core = self.nodes[i].core
+            if core is None or core.term != term or core.leader != lead:
+                return None
+        return lead
+
+    def max_term(self) -> int:
+        return max((n.core.term for n in self.nodes.values() if n.core is not None), default=0)
+
+    def applied(self, id: str) -> int:
+        return self.nodes[id].sm.applied
+
+    def kv(self, id: str) -> dict[str, str]:
+        return dict(self.nodes[id].sm.data)
+
+    def log_of(self, id: str) -> LogMirror:
+        """The harness's mirror of ``id``'s log as of its last Ready."""
+        return self.nodes[id].log
+
+    def logs_converged(self, among: Iterable[str] | None = None) -> bool:
+        """Every node (default: all, which must be running) idle, with the same log end
+        (index and chain value) and everything committed applied."""
+        ids = self.ids if among is None else list(among)
+        ends = set()
+        for i in ids:
+            node = self.nodes[i]
+            core = node.core
+            if core is None or node.syncing is not None or core.has_ready():
+                return False
+            if node.sm.applied != core.commit or core.commit != node.log.last_index:
+                return False
+            ends.add((node.log.last_index, node.log.last_chain))
+        return len(ends) == 1
+
+    def settled(self) -> bool:
+        """One stable leader, every node running and converged on its log."""
+        return (not self.down_ids() and self.stable_leader() is not None
+                and self.logs_converged())
+
+    # -- faults -----------------------------------------------------------------------------
+
+    def crash(self, id: str, torn: bool = False) -> None:
+        """The process dies: the core, the inbox and the unsynced write are gone (``torn``:
+        a random prefix of the unsynced write reached the disk)."""
+        node = self.nodes[id]
+        if not node.up:
+            return
+        kept = 0
+        if node.syncing is not None:
+            ops = persistence_ops(node.syncing)
+            if torn and ops:
+                kept = self._torn_rng.randrange(len(ops) + 1)
+                self._write(node, ops[:kept])
+            node.disk.writes_lost += len(ops) - kept
+        self._fault(f"crash {id}" + (f" (torn: {kept} writes kept)" if torn else ""))
+        node.up = False
+        node.core = None
+        node.syncing = None
+        node.inbox.clear()
+        node.wake_ms = None
+        node.lead_term = -1
+        node.reads_waiting.clear()
+        self.net.detach(id)
+        if self.checker is not None:
+            self.checker.on_crash(id)
+        # Its clients lose their connection: the outcomes are unknown.
+        for p in node.proposals.values():
+            self._close_proposal(p, "unknown")
+        node.proposals.clear()
+        for _, done in node.read_ops.values():
+            done(None)
+        node.read_ops.clear()
+
+    def restart(self, id: str) -> None:
+        """A fresh process from what the disk holds (crashing the running one first)."""
+        node = self.nodes[id]
+        if node.up:
+            self.crash(id)
+        node.life += 1
+        self._fault(f"restart {id}")
+        self._boot(node)
+
+    def restart_all(self, torn: bool = False) -> None:
+        """Crash every running node, then start all of them again (full-cluster restart)."""
+        for i in self.up_ids():
+            self.crash(i, torn=torn)
+        for i in self.ids:
+            self.restart(i)
+
+    def partition(self, *groups: Iterable[str]) -> None:
+        groups = tuple(list(g) for g in groups)
+        self._fault("partition " + " | ".join(",".join(g) for g in groups))
+        self.net.partition(*groups)
+
+    def isolate(self, id: str) -> None:
+        self.partition([id])
+
+    def cut(self, a: str, b: str, both_ways: bool = True) -> None:
+        self._fault(f"cut {a} {'<' if both_ways else ''}-> {b}")
+        self.net.cut(a, b, both_ways)
+
+    def heal(self) -> None:
+        self._fault("heal")
+        self.net.heal()
+
+    def set_net(self, config: NetworkConfig) -> None:
+        self._fault(f"net loss {config.loss:g} dup {config.duplicate:g} reorder {config.reorder:g}")
+        self.net.set_config(config)
+
+    def transfer_leadership(self, to: str) -> None:
+        lead = self.leader()
+        if lead is None:
+            return
+        self._fault(f"transfer {lead} -> {to}")
+        node = self.nodes[lead]
+        node.core.transfer_leadership(to, self.now_ms)
+        self._after_input(node)
+
+    def nemesis(self, steps: int, step_ms: tuple[int, int] = (20, 400), *, crash: bool = True,
+                torn: bool = True, partition: bool = True, net: bool = True,
+                transfer: bool = False) -> None:
+        """``steps`` random faults from the ``nemesis`` stream, each followed by a random
+        stretch of running: crashes (torn or clean) and restarts, full-cluster restarts,
+        partitions, isolations, one-way cuts, heals, lossy/duplicating/reordering network
+        spells and, with ``transfer``, leadership transfers."""
+        rng = self.world.rng("nemesis")
+        actions: list[tuple[str, int]] = [("heal", 3)]
+        if crash:
+            actions += [("crash", 3), ("restart", 4), ("restart_all", 1)]
+        if partition:
+            actions += [("partition", 3), ("isolate", 2), ("cut", 1)]
+        if net:
+            actions += [("net", 2), ("calm", 2)]
+        if transfer:
+            actions += [("transfer", 1)]
+        names = [a for a, _ in actions]
+        weights = [w for _, w in actions]
+        for _ in range(steps):
+            act = rng.choices(names, weights)[0]
+            up, down = self.up_ids(), self.down_ids()
+            if act == "crash" and up:
+                self.crash(rng.choice(up), torn=torn and rng.random() < 0.5)
+            elif act == "restart" and down:
+                self.restart(rng.choice(down))
+            elif act == "restart_all":
+                self.restart_all(torn=torn and rng.random() < 0.5)
+            elif act == "partition":
+                ids = list(self.ids)
+                rng.shuffle(ids)
+                k = rng.randint(1, len(ids) - 1)
+                self.partition(ids[:k], ids[k:])
+            elif act == "isolate":
+                self.isolate(rng.choice(self.ids))
+            elif act == "cut":
+                a, b = rng.sample(self.ids, 2)
+                self.cut(a, b, both_ways=rng.random() < 0.5)
+            elif act == "heal":
+                self.heal()
+            elif act == "net":
+                self.set_net(NetworkConfig(
+                    latency_ms=self.calm_net.latency_ms, jitter_ms=self.calm_net.jitter_ms,
+                    loss=rng.choice((0.0, 0.05, 0.2)), duplicate=rng.choice((0.0, 0.05, 0.2)),
+                    reorder=rng.choice((0.0, 0.1, 0.3))))
+            elif act == "calm":
+                self.set_net(self.calm_net)
+            elif act == "transfer" and up:
+                self.transfer_leadership(rng.choice(up))
+            self.run_for(rng.randint(*step_ms))
+
+    def recover(self) -> None:
+        """End every fault: heal the network, calm it, restart the crashed nodes."""
+        self.heal()
+        if self.net.config != self.calm_net:
+            self.set_net(self.calm_net)
+        for i in self.down_ids():
+            self.restart(i)
+
+    # -- clients ----------------------------------------------------------------------------
+
+    def propose(self, data: bytes, on_done: Callable[[Proposal], None] | None = None,
+                to: str | None = None) -> tuple[str, int] | None:
+        """Hand ``data`` to the current leader (or to node ``to``): ``(node, index)``, or
+        None when there is no leader (or it refuses: not leader, overloaded, down).
+        ``on_done(proposal)`` is called once its outcome is known (acked, lost, unknown)."""
+        lead = self.leader() if to is None else to
+        if lead is None or self.nodes[lead].core is None:
+            return None
+        node = self.nodes[lead]
+        try:
+            index = node.core.propose(data, self.now_ms)
+        except (NotLeader, Overloaded):
+            self._after_input(node)
+            return None
+        p = Proposal(lead, node.life, index, node.core.term, data, self.now_ms, on_done=on_done)
+        stale = node.proposals.get(index)
+        if stale is not None:       # an earlier proposal at this index was overwritten
+            self._close_proposal(stale, "lost")
+        node.proposals[index] = p
+        self.proposals.append(p)
+        self._after_input(node)
+        return lead, index
+
+    def read(self, key: str, done: Callable[[object | None], None], ctx: bytes) -> str | None:
+        """A linearizable read of ``key`` by ReadIndex at the current leader, tagged ``ctx``:
+        ``done((value,))`` when served (value None: absent), ``done(None)`` if the node
+        crashes first. Returns the node, or None without a leader."""
+        lead = self.leader()
+        if lead is None:
+            return None
+        node = self.nodes[lead]
+        try:
+            node.core.read_index(ctx, self.now_ms)
+        except NotLeader:
+            self._after_input(node)
+            return None
+        node.read_ops[ctx] = (key, done)
+        self._after_input(node)
+        return lead
+
+    def acknowledged(self) -> list[Proposal]:
+        return [p for p in self.proposals if p.status == "acked"]
+
+    def check_acknowledged(self) -> None:
+        """Every acknowledged proposal is the entry applied at its index, on every node that
+        runs (call after :meth:`settled`)."""
+        if self.checker is None:
+            return
+        self.checker.check_acknowledged(((p.index, p.data) for p in self.acknowledged()),
+                                        {i: self.nodes[i].sm.applied for i in self.up_ids()})
+
+    def _close_proposal(self, p: Proposal, status: str, result: object = None) -> None:
+        if p.status != "pending":
+            return
+        p.status = status
+        p.done_ms = self.now_ms
+        p.result = result
+        if p.on_done is not None:
+            p.on_done(p)
+
+    # -- traffic ----------------------------------------------------------------------------
+
+    def stats(self, id: str) -> NodeStats:
+        return self.net.stats[id]
+
+    def totals(self) -> NodeStats:
+        return self.net.totals()
+
+    # -- driving the cores ------------------------------------------------------------------
+
+    def _boot(self, node: RaftSimNode) -> None:
+        disk = node.disk
+        snap = disk.snapshot
+        node.core = self._call(node, lambda: Raft(
+            node.id, config=self.config, rng=self.world.rng(f"raft:{node.id}:{node.life}"),
+            now_ms=self.now_ms, conf=self.conf, hard_state=disk.hard_state,
+            snapshot=snap.meta if snap is not None else None,
+            entries=tuple(disk.log.entries), applied=snap.meta.index if snap is not None else 0))
+        if snap is not None:
+            # The snapshot's data, for followers that need it: the constructor takes only
+            # its metadata. (A core that ignores a compact() at its own snapshot index cannot
+            # send one until the app snapshots again.)
+            self._call(node, lambda: node.core.compact(snap))
+        node.up = True
+        node.log = disk.log.copy()
+        node.sm = KVStore.restore(snap) if snap is not None else KVStore()
+        node.syncing = None
+        node.inbox.clear()
+        node.wake_ms = None
+        node.spins = 0
+        node.lead_term = -1
+        node.proposals = {}
+        node.reads_waiting = []
+        node.read_ops = {}
+        if self.checker is not None:
+            hs = disk.hard_state
+            self.checker.on_hard_state(node.id, hs.term, hs.vote, durable=True)
+        self.net.attach(node.id, ADDRESS_PREFIX + node.id,
+                        lambda src, packet, node=node, life=node.life:
+                        self._deliver(node, life, packet))
+        self._after_input(node)
+
+    def _call(self, node: RaftSimNode, fn: Callable[[], object]) -> object:
+        try:
+            return fn()
+        except Exception as exc:   # a core bug: keep it, say how to replay it
+            exc.add_note(f"in the Raft core of {node.id} (life {node.life}); {self.where()}")
+            raise
+
+    def _after_input(self, node: RaftSimNode) -> None:
+        """After any call into a running core: note its role, take Readies, rearm its timer."""
+        if node.core is None:
+            return
+        self._note_role(node)
+        self._pump(node)
+        if node.core is not None:
+            self._schedule(node)
+
+    def _note_role(self, node: RaftSimNode) -> None:
+        """After every core call: a new leadership goes to the checker at once."""
+        core = node.core
+        if core.role is Role.LEADER and node.lead_term != core.term:
+            node.lead_term = core.term
+            if self.trace is not None:
+                self._t(node.id, f"LEADER of term {core.term} (last index {core.last_index})")
+            if self.checker is not None:
+                self.checker.on_role(node.id, Role.LEADER, core.term)
+
+    def _pump(self, node: RaftSimNode) -> None:
+        while node.up and node.syncing is None and node.core.has_ready():
+            rd = self._call(node, node.core.ready)
+            self.readies += 1
+            self._take(node, rd)
+            if persistence_ops(rd):
+                lo, hi = self.fsync_ms
+                delay = self._fsync_rng[node.id].randint(lo, hi) if hi else 0
+                if delay:
+                    node.syncing = rd
+                    self.world.after(delay, self._synced, node, node.life, rd)
+                    return
+                self._persist(node, rd)
+            self._finish(node, rd)
+
+    def _take(self, node: RaftSimNode, rd: Ready) -> None:
+        """Fold a Ready's log changes into the mirror of the core's log, checking them."""
+        log = node.log
+        chk = self.checker
+        if rd.snapshot is not None:
+            chain = KVStore.chain_of(rd.snapshot)
+            meta = rd.snapshot.meta
+            if chk is not None:
+                chk.on_snapshot(node.id, meta, chain)
+            if log.term_at(meta.index) != meta.term:
+                # the log is replaced: what lay beyond the snapshot must not be committed
+                self._dropping(node, meta.index + 1)
+            log.install_snapshot(meta, chain)
+        if rd.truncate_from is not None:
+            self._dropping(node, rd.truncate_from)
+            log.truncate(rd.truncate_from)
+        for e in rd.entries:
+            if e.index <= log.last_index:
+                # The core may restate entries without truncate_from only if they are the same.
+                if log.term_at(e.index) == e.term:
+                    continue
+                if chk is not None:
+                    chk.fail("Ready contract", f"{node.id}'s Ready appends entry {e.index} (term "
+                             f"{e.term}) over its log's term {log.term_at(e.index)} without "
+                             f"truncate_from", (node.id,))
+                self._dropping(node, e.index)
+                log.truncate(e.index)
+            try:
+                chain = log.append(e)
+            except ValueError as exc:
+                if chk is not None:
+                    chk.fail("Ready contract", f"{node.id}'s Ready: {exc}", (node.id,))
+                raise
+            if chk is not None:
+                chk.on_append(node.id, e, chain)
+        if chk is not None:
+            chk.on_log(node.id, log)
+
+    def _dropping(self, node: RaftSimNode, from_index: int) -> None:
+        """The mirror of ``node``'s log loses its entries from ``from_index`` on: none may be
+        committed, and proposals that were those entries are lost (an entry a newer leader
+        overwrote can never commit: a committed one would be in that leader's log)."""
+        log = node.log
+        if self.checker is not None:
+            self.checker.on_truncate(node.id, log, from_index)
+        if node.proposals:
+            for index in range(max(from_index, log.snap_index + 1), log.last_index + 1):
+                p = node.proposals.get(index)
+                if p is not None and p.term == log.term_at(index):
+                    del node.proposals[index]
+                    self._close_proposal(p, "lost")
+
+    def _synced(self, node: RaftSimNode, life: int, rd: Ready) -> None:
+        if node.life != life or node.syncing is not rd:
+            return      # crashed meanwhile: the write is gone
+        self._persist(node, rd)
+        node.syncing = None
+        self._finish(node, rd)
+        if node.core is None:
+            return
+        inbox = node.inbox
+        while inbox:   # group commit: everything that queued up goes into one Ready
+            msg = inbox.popleft()
+            if self.trace is not None:
+                self._t(node.id, f"recv {describe(msg)} (queued)")
+            self._call(node, lambda: node.core.step(msg, self.now_ms))
+            self._note_role(node)
+        if not self.pipeline:
+            due = node.core.next_deadline_ms()
+            if due <= self.now_ms:
+                node.wake_ms = None
+                self._call(node, lambda: node.core.tick(self.now_ms))
+        self._after_input(node)
+
+    def _persist(self, node: RaftSimNode, rd: Ready) -> None:
+        if self.trace is not None:
+            hs = rd.hard_state
+            snap = rd.snapshot.meta if rd.snapshot else None
+            self._t(node.id, "synced" + (f" snapshot {snap.index}/t{snap.term}" if snap else "")
+                    + (f" truncate from {rd.truncate_from}" if rd.truncate_from is not None else "")
+                    + (f" entries {rd.entries[0].index}..{rd.entries[-1].index}" if rd.entries else "")
+                    + (f" hs t{hs.term} vote {hs.vote} commit {hs.commit}" if hs else ""))
+        self._write(node, persistence_ops(rd))
+        node.disk.syncs += 1
+
+    def _write(self, node: RaftSimNode, ops: list[tuple]) -> None:
+        disk = node.disk
+        for op, arg in ops:
+            if op == "entry":
+                log = disk.log
+                if arg.index <= log.last_index:
+                    log.truncate(arg.index)
+                log.append(arg)
+            elif op == "truncate":
+                disk.log.truncate(arg)
+            elif op == "hard_state":
+                disk.hard_state = arg
+                if self.checker is not None:
+                    self.checker.on_hard_state(node.id, arg.term, arg.vote, durable=True)
+            else:
+                disk.snapshot = arg
+                disk.log.install_snapshot(arg.meta, KVStore.chain_of(arg))
+
+    def _finish(self, node: RaftSimNode, rd: Ready) -> None:
+        """Steps 2 and 3 of a durable Ready: send, apply, serve reads."""
+        send = self.net.send
+        counts = self.msg_counts
+        src = node.id
+        chk = self.checker
+        drop = self.drop
+        hs = node.disk.hard_state
+        for m in rd.messages:
+            counts[type(m).__name__] += 1
+            if type(m) is VoteResp and m.granted and not m.pre and chk is not None:
+                chk.on_grant(src, m.term, m.dst, hs.term, hs.vote)
+            if drop is not None and drop(m):
+                self.dropped_by_filter += 1
+                if self.trace is not None:
+                    self._t(src, f"DROP {describe(m)}")
+                continue
+            if self.trace is not None:
+                self._t(src, f"send {describe(m)}")
+            send(src, m.dst, "", _Packet(m))
+        sm = node.sm
+        if rd.snapshot is not None:
+            node.sm = sm = KVStore.restore(rd.snapshot)
+            for index in [i for i in node.proposals if i <= sm.applied]:
+                # folded into a snapshot from the leader: this process never learns its fate
+                self._close_proposal(node.proposals.pop(index), "unknown")
+        if self.trace is not None and (rd.committed or rd.snapshot is not None):
+            self._t(src, f"apply {rd.committed[0].index if rd.committed else ''}..."
+                         f"{rd.committed[-1].index if rd.committed else ''}"
+                         + (f" after snapshot {rd.snapshot.meta.index}" if rd.snapshot else ""))
+        for e in rd.committed:
+            prev = sm.applied
+            result = sm.apply(e)
+            if chk is not None:
+                chk.on_apply(node.id, e, prev, node.log, sm.chain)
+            p = node.proposals.pop(e.index, None) if node.proposals else None
+            if p is not None:
+                if p.data == e.data:
+                    self._close_proposal(p, "acked", result)
+                else:
+                    self._close_proposal(p, "lost")
+        if rd.reads:
+            node.reads_waiting.extend(rd.reads)
+        if node.reads_waiting:
+            self._serve_reads(node)
+        if self.snapshot_every and sm.applied - node.log.snap_index >= self.snapshot_every:
+            self._take_snapshot(node)
+
+    def _serve_reads(self, node: RaftSimNode) -> None:
+        still = []
+        for rs in node.reads_waiting:
+            if rs.index <= node.sm.applied:
+                op = node.read_ops.pop(rs.ctx, None)
+                if op is not None:
+                    key, done = op
+                    done((node.sm.data.get(key),))
+            else:
+                still.append(rs)
+        node.reads_waiting = still
+
+    def _take_snapshot(self, node: RaftSimNode) -> None:
+        sm = node.sm
+        index = sm.applied
+        if node.log.term_at(index) != sm.applied_term or node.disk.log.term_at(index) != sm.applied_term:
+            return      # (the core's log moved past it meanwhile; next time)
+        snap = Snapshot(SnapshotMeta(index, sm.applied_term, node.core.conf), sm.snapshot_data())
+        node.disk.snapshot = snap            # durable at once: written aside, then renamed
+        node.disk.log.compact(index)
+        node.log.compact(index)
+        self.snapshots_taken += 1
+        self._call(node, lambda: node.core.compact(snap))
+
+    def _schedule(self, node: RaftSimNode, after_tick: bool = False) -> None:
+        now = self.world.now_ms
+        due = node.core.next_deadline_ms()
+        if due <= now:
+            if not after_tick:
+                due = now
+            elif node.spins == 0:
+                node.spins = 1
+                due = now
+            else:
+                self.stuck_ticks += 1
+                due = now + 1
+        elif after_tick:
+            node.spins = 0
+        pending = node.wake_ms
+        if pending is not None and now <= pending <= due:
+            return
+        node.wake_ms = due
+        self.world.at(due, self._wake, node, node.life, due)
+
+    def _wake(self, node: RaftSimNode, life: int, due: int) -> None:
+        if node.wake_ms != due or node.life != life or not node.up:
+            return
+        node.wake_ms = None
+        if node.syncing is not None and not self.pipeline:
+            return      # blocked on the fsync: _synced ticks if the deadline passed
+        self._call(node, lambda: node.core.tick(due))
+        self._note_role(node)
+        self._pump(node)
+        if node.core is not None:
+            self._schedule(node, after_tick=True)
+
+    def _deliver(self, node: RaftSimNode, life: int, packet: _Packet) -> None:
+        if node.life != life or not node.up:
+            return
+        if node.syncing is not None and not self.pipeline:
+            if len(node.inbox) >= self.inbox_limit:
+                self.inbox_dropped += 1
+                return
+            node.inbox.append(packet.msg)
+            if self.trace is not None:
+                self._t(node.id, f"queue {describe(packet.msg)}")
+            return
+        msg = packet.msg
+        if self.trace is not None:
+            self._t(node.id, f"recv {describe(msg)}")
+        self._call(node, lambda: node.core.step(msg, self.now_ms))
+        self._after_input(node)
+
+
+# -- client workload --------------------------------------------------------------------------
+
+class Workload:
+    """Clients that each keep one KV operation in flight, recording a linearizability
+    :class:`~mesh.sim.linearizability.History` (``history``).
+
+    Every ``interval_ms`` (drawn from the ``clients`` stream) an idle client invokes one of
+    put / get (through the log) / cas / read (ReadIndex) on a few keys, at the current
+    leader. Outcomes: acked -> ``ok`` with the state machine's result; refused (no leader,
+    NotLeader) or a different entry committed at its index -> ``fail``; the leader crashed
+    or ``timeout_ms`` passed -> ``info`` (unknown). A read that is not served is ``info``.
+    """
+
+    def __init__(self, cluster: RaftCluster, clients: int = 3, keys: Iterable[str] = ("a", "b", "c"),
+                 interval_ms: tuple[int, int] = (5, 40), timeout_ms: int = 2000,
+                 mix: dict[str, int] | None = None) -> None:
+        from mesh.sim.linearizability import History
+
+        self.cluster = cluster
+        self.history = History(clock=lambda: cluster.world.now_ms)
+        self.keys = tuple(keys)
+        self.interval_ms = interval_ms
+        self.timeout_ms = timeout_ms
+        self.mix = mix or {"put": 4, "get": 2, "cas": 2, "read": 2}
+        self._rng = cluster.world.rng("clients")
+        self._names = [f"c{i}" for i in range(clients)]
+        self._busy: dict[str, int | None] = dict.fromkeys(self._names)
+        self._running = False
+        self._epoch = 0
+        self._values = 0
+        self.counts: Counter[str] = Counter()
+
+    def start(self) -> None:
+        self._running = True
+        self._epoch += 1
+        for c in self._names:
+            self._next(c, self._epoch)
+
+    def stop(self) -> None:
+        """No new operations; the ones in flight still complete (or time out)."""
+        self._running = False
+
+    def _next(self, client: str, epoch: int) -> None:
+        lo, hi = self.interval_ms
+        self.cluster.world.after(self._rng.randint(lo, hi), self._issue, client, epoch)
+
+    def _issue(self, client: str, epoch: int) -> None:
+        if not self._running or epoch != self._epoch:
+            return
+        if self._busy[client] is None:
+            self._invoke(client)
+        self._next(client, epoch)
+
+    def _invoke(self, client: str) -> None:
+        c = self.cluster
+        h = self.history
+        rng = self._rng
+        kind = rng.choices(list(self.mix), list(self.mix.values()))[0]
+        key = rng.choice(self.keys)
+        if kind == "read":
+            op = h.invoke(client, "get", key)
+            tag = f"r{op}".encode()
+            node = c.read(key, lambda v, op=op: self._read_done(client, op, v), tag)
+            self._started(client, op, node)
+            return
+        self._values += 1
+        value = f"{client}.{self._values}"
+        if kind == "put":
+            op = h.invoke(client, "put", key, value)
+            data = command(f"o{op}", "put", key, value)
+        elif kind == "get":
+            op = h.invoke(client, "get", key)
+            data = command(f"o{op}", "get", key)
+        else:
+            # absent, or a value written lately (by anyone): some succeed, some fail
+            recent = rng.randint(max(1, self._values - 6), self._values)
+            expected = rng.choice((None, f"{rng.choice(self._names)}.{recent}"))
+            op = h.invoke(client, "cas", key, value, expected=expected)
+            data = command(f"o{op}", "cas", key, expected if expected is not None else ABSENT, value)
+        placed = c.propose(data, on_done=lambda p, op=op: self._proposal_done(client, op, p))
+        self._started(client, op, None if placed is None else placed[0])
+
+    def _started(self, client: str, op: int, node: str | None) -> None:
+        if node is None:
+            self.history.fail(op)
+            self.counts["fail"] += 1
+            return
+        self._busy[client] = op
+        self.cluster.world.after(self.timeout_ms, self._timeout, client, op)
+
+    def _finish(self, client: str, op: int, outcome: str, result: object = None) -> None:
+        if self._busy.get(client) != op:
+            return      # timed out already
+        self._busy[client] = None
+        self.counts[outcome] += 1
+        if outcome == "ok":
+            self.history.ok(op, result)
+        elif outcome == "fail":
+            self.history.fail(op)
+        else:
+            self.history.info(op)
+
+    def _proposal_done(self, client: str, op: int, p: Proposal) -> None:
+        if p.status == "acked":
+            self._finish(client, op, "ok", p.result)
+        elif p.status == "lost":
+            self._finish(client, op, "fail")
+        else:
+            self._finish(client, op, "info")
+
+    def _read_done(self, client: str, op: int, value: object) -> None:
+        if value is None:
+            self._finish(client, op, "info")
+        else:
+            self._finish(client, op, "ok", value[0])
+
+    def _timeout(self, client: str, op: int) -> None:
+        self._finish(client, op, "info")
+
+    def check(self, timeout_s: float = 10.0):
+        """Run the linearizability checker on the history; returns its CheckResult."""
+        from mesh.sim.linearizability import check
+
+        return check(self.history, "kv", timeout_s=timeout_s)
+
+
+# -- scenarios: what tests/sim/test_raft.py runs and ``python -m mesh.sim`` replays ------------
+
+def election_bound_ms(config: RaftConfig) -> int:
+    """How long a cluster may take to elect a leader: 10 maximal election timeouts (a
+    split vote costs one more timeout; pre-vote adds a round trip, not a timeout)."""
+    return 10 * config.election_timeout_ms[1]
+
+
+def step_down_bound_ms(config: RaftConfig) -> int:
+    """How long a leader cut off from its quorum may keep leading with check_quorum: the
+    quorum check runs every ``election_timeout_ms[0]``; the first one after the cut may still
+    count replies from before it, the second cannot (plus a heartbeat of slack)."""
+    return 2 * config.election_timeout_ms[0] + config.heartbeat_ms
+
+
+@dataclass(frozen=True, slots=True)
+class ScenarioOptions:
+    """What a scenario varies; the CLI flags of ``python -m mesh.sim --scenario raft-*``."""
+    nodes: int = 5
+    loss: float = 0.0
+    duplicate: float = 0.0
+    reorder: float = 0.0
+    pipeline: bool = False
+    snapshot_every: int = 0
+    steps: int = 25
+    fsync_max_ms: int = 3
+
+
+SCENARIO_DEFAULTS = ScenarioOptions()
+
+
+def replay_command(seed: int, scenario: str, nodes: int, **options: object) -> str:
+    """The command that replays a scenario (the format of ``mesh.sim.__main__``'s)."""
+    extra = "".join(f" --{name.replace('_', '-')} {value}" for name, value in options.items())
+    return f"python -m mesh.sim --seed {seed} --scenario {scenario} --nodes {nodes}{extra}"
+
+
+class ScenarioReport:
+    """The summary lines of a scenario run, with the cluster and the workload it used."""
+
+    def __init__(self, cluster: RaftCluster) -> None:
+        self.cluster = cluster
+        self.workload: Workload | None = None
+        self.lines: list[str] = []
+
+    def line(self, label: str, text: str) -> None:
+        self.lines.append(f"{label:<11}{text}")
+
+
+def _elect(c: RaftCluster, r: ScenarioReport, among: Iterable[str] | None = None) -> str:
+    bound = election_bound_ms(c.config)
+    start = c.now_ms
+    t = c.run_until_true(lambda: c.stable_leader(among) is not None, bound)
+    assert t is not None, (f"no single leader that every node follows within {bound} ms "
+                           f"(10 x election_timeout_max); leaders: {c.leaders()}\n  {c.where()}")
+    lead = c.stable_leader(among)
+    r.line("election", f"{lead} leads term {c.nodes[lead].core.term} after {t - start} ms")
+    return lead
+
+
+def _settle(c: RaftCluster, r: ScenarioReport, limit_ms: int = 20_000) -> None:
+    """End the faults; with the clients still running, wait until every node has applied
+    what was acknowledged; stop them, wait until the logs converge; check durability and
+    (with a workload) linearizability."""
+    w = r.workload
+    c.recover()
+    start = c.now_ms
+    target = max((p.index for p in c.acknowledged()), default=0)
+    t = c.run_until_true(lambda: c.stable_leader() is not None
+                         and min(n.sm.applied for n in c.nodes.values()) >= target, limit_ms)
+    assert t is not None, (f"after the faults ended, the nodes did not all apply the "
+                           f"{len(c.acknowledged())} acknowledged entries (up to {target}) within "
+                           f"{limit_ms} ms: applied {[c.applied(i) for i in c.ids]}, leaders "
+                           f"{c.leaders()}\n  {c.where()}")
+    if w is not None:
+        w.stop()
+    t2 = c.run_until_true(c.settled, limit_ms)
+    assert t2 is not None, (f"the logs did not converge within {limit_ms} ms of a quiet cluster: "
+                            f"(commit, applied, last) "
+                            f"{[(c.nodes[i].core.commit, c.applied(i), c.nodes[i].log.last_index) for i in c.ids]}"
+                            f", leaders {c.leaders()}\n  {c.where()}")
+    r.line("settle", f"caught up {t - start} ms after the faults ended; converged at index "
+                     f"{c.nodes[c.ids[0]].log.last_index} after {t2 - start} ms")
+    c.check_acknowledged()
+    kvs = {i: c.kv(i) for i in c.ids}
+    assert all(kv == kvs[c.ids[0]] for kv in kvs.values()), f"state machines differ: {kvs}"
+    r.line("durable", f"{len(c.acknowledged())} acknowledged proposals applied on every node")
+    if w is not None:
+        c.run_for(w.timeout_ms)     # every operation still in flight ends
+        res = w.check()
+        assert res.ok, f"{res.explanation}\n  {c.where()}"
+        r.line("linearize", f"{res.explanation} ({dict(w.counts)})")
+
+
+def scenario_election(c: RaftCluster, r: ScenarioReport) -> None:
+    """Elect one leader within the bound; with no loss it keeps leading for 2 s."""
+    lead = _elect(c, r)
+    term = c.nodes[lead].core.term
+    c.run_for(2000)
+    if c.net.config.loss == 0:
+        assert c.stable_leader() == lead and c.max_term() == term, (
+            f"the leader changed without faults: {lead} (term {term}) -> {c.leaders()} "
+            f"(term {c.max_term()})\n  {c.where()}")
+    r.line("terms", f"{len(c.checker.leaders) if c.checker else '?'} terms had a leader")
+
+
+def scenario_replication(c: RaftCluster, r: ScenarioReport) -> None:
+    """Clients write; the leader crashes; a new one is elected and commits continue; the old
+    one restarts and catches up; every node applies the same sequence."""
+    _elect(c, r)
+    w = r.workload = Workload(c)
+    w.start()
+    c.run_for(2000)
+    before = len(c.acknowledged())
+    assert before > 0, f"nothing committed in 2 s\n  {c.where()}"
+    old = c.leader()
+    c.crash(old)
+    new = _elect(c, r, among=c.up_ids())
+    assert new != old
+    c.run_for(2000)
+    after = len(c.acknowledged())
+    assert after > before, f"no commits after the new leader {new} took over\n  {c.where()}"
+    r.line("commits", f"{before} acknowledged before {old} crashed, {after - before} after")
+    c.restart(old)
+    _settle(c, r)
+
+
+def scenario_restart(c: RaftCluster, r: ScenarioReport) -> None:
+    """Clients write while minorities crash (some writes torn) and restart, then the whole
+    cluster crashes and restarts: nothing acknowledged is lost."""
+    _elect(c, r)
+    w = r.workload = Workload(c)
+    w.start()
+    rng = c.world.rng("scenario")
+    minority = (len(c.ids) - 1) // 2
+    for _ in range(3):
+        c.run_for(rng.randint(300, 800))
+        for victim in rng.sample(c.ids, minority):
+            c.crash(victim, torn=rng.random() < 0.5)
+        c.run_for(rng.randint(300, 800))
+        for victim in c.down_ids():
+            c.restart(victim)
+    c.run_for(500)
+    acked = len(c.acknowledged())
+    c.restart_all(torn=True)
+    r.line("restarts", f"3 minority crash rounds, then all {len(c.ids)} nodes; {acked} "
+                       f"acknowledged before the full restart")
+    _settle(c, r)
+
+
+def scenario_partition(c: RaftCluster, r: ScenarioReport) -> None:
+    """A leader cut off with a minority cannot commit and steps down (check_quorum); after
+    the heal its uncommitted entries are replaced and the logs converge. Then pre-vote: a
+    follower cut off alone for a long time and back does not disrupt the leader."""
+    cfg = c.config
+    lead = _elect(c, r)
+    term = c.nodes[lead].core.term
+    others = [i for i in c.ids if i != lead]
+    minority = [lead] + others[: (len(c.ids) - 1) // 2 - 1]
+    majority = [i for i in c.ids if i not in minority]
+    cut_at = c.now_ms
+    c.partition(minority, majority)
+    placed = [c.propose(command(f"m{k}", "put", "minority", str(k)), to=lead) for k in range(5)]
+    assert all(p is not None for p in placed), "the old leader refused proposals at once"
+    bound = step_down_bound_ms(cfg)
+    t = c.run_until_true(lambda: c.nodes[lead].core.role is not Role.LEADER, bound, 1)
+    assert t is not None, f"{lead} still leads {bound} ms after losing its quorum\n  {c.where()}"
+    new = _elect(c, r, among=majority)
+    c.run_for(1000)
+    mine = [p for p in c.proposals if p.node == lead]
+    assert not any(p.status == "acked" for p in mine), (
+        f"a minority leader acknowledged {[p.index for p in mine if p.status == 'acked']}\n  {c.where()}")
+    r.line("minority", f"{lead} (+{len(minority) - 1}) stepped down {t - cut_at} ms after the cut "
+                       f"(bound {bound}); {new} leads the majority; 5 proposals unacknowledged")
+    c.heal()
+    _settle(c, r)
+    lost = [p.status for p in mine]
+    assert all(s == "lost" for s in lost), f"minority proposals ended {lost}, not all lost"
+    # pre-vote
+    lead = c.stable_leader()
+    term = c.nodes[lead].core.term
+    loner = next(i for i in c.ids if i != lead)
+    c.isolate(loner)
+    c.run_for(election_bound_ms(cfg))
+    loner_term = c.nodes[loner].core.term
+    c.heal()
+    c.run_for(election_bound_ms(cfg))
+    assert loner_term == term, f"{loner} cut off alone raised its term {term} -> {loner_term}"
+    assert c.stable_leader() == lead and c.max_term() == term, (
+        f"{loner} rejoining disrupted the leader: {lead} term {term} -> {c.leaders()} term "
+        f"{c.max_term()}\n  {c.where()}")
+    r.line("pre-vote", f"{loner} cut off {election_bound_ms(cfg)} ms stayed at term {term}; "
+                       f"{lead} still leads after it rejoined")
+
+
+def scenario_nemesis(c: RaftCluster, r: ScenarioReport, steps: int = 25) -> None:
+    """Clients write and read while the nemesis mixes every fault (crashes clean and torn,
+    full restarts, partitions, one-way cuts, lossy spells, leadership transfers); every
+    checker runs at every event; then the faults end and everything must converge."""
+    w = r.workload = Workload(c)
+    w.start()
+    c.nemesis(steps, transfer=True)
+    r.line("nemesis", f"{len(c.faults)} faults over {c.now_ms} ms; "
+                      f"{len(c.checker.leaders) if c.checker else '?'} terms had a leader; "
+                      f"{c.snapshots_taken} snapshots taken")
+    _settle(c, r)
+    assert c.stuck_ticks == 0, (f"{c.stuck_ticks} ticks left their core's deadline in the past "
+                                f"(a timer that never moves on)\n  {c.where()}")
+
+
+SCENARIOS: dict[str, Callable[..., None]] = {
+    "raft-election": scenario_election, "raft-replication": scenario_replication,
+    "raft-restart": scenario_restart, "raft-partition": scenario_partition,
+    "raft-nemesis": scenario_nemesis,
+}
+
+
+def build_cluster(seed: int, scenario: str, opts: ScenarioOptions) -> RaftCluster:
+    """The cluster a scenario runs on, its replay command set."""
+    options = {k: getattr(opts, k) for k in ScenarioOptions.__slots__
+               if k != "nodes" and getattr(opts, k) != getattr(SCENARIO_DEFAULTS, k)}
+    net = NetworkConfig(loss=opts.loss, duplicate=opts.duplicate, reorder=opts.reorder)
+    return RaftCluster(seed, n=opts.nodes, net=net, fsync_ms=(min(1, opts.fsync_max_ms), opts.fsync_max_ms),
+                       pipeline=opts.pipeline,
+                       snapshot_every=opts.snapshot_every,
+                       replay=replay_command(seed, scenario, opts.nodes, **options))
+
+
+def run_scenario(scenario: str, seed: int, **options: object) -> ScenarioReport:
+    """Run one scenario; raises AssertionError (naming the seed and the replay command) if it
+    does not end as it should."""
+    opts = ScenarioOptions(**options)
+    c = build_cluster(seed, scenario, opts)
+    r = ScenarioReport(c)
+    fn = SCENARIOS[scenario]
+    if scenario == "raft-nemesis":
+        fn(c, r, steps=opts.steps)
+    else:
+        fn(c, r)
+    return r
+
+
+def _flag(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def main(argv: list[str]) -> int:
+    """``python -m mesh.sim --scenario raft-* ...``: run one Raft scenario, print a summary."""
+    import argparse
+    import sys
+
+    d = SCENARIO_DEFAULTS
+    p = argparse.ArgumentParser(prog="python -m mesh.sim",
+                                description="Replay a deterministic simulated Raft run from its seed.")
+    p.add_argument("--seed", type=int, default=0, help="the seed that sets every random choice")
+    p.add_argument("--scenario", choices=sorted(SCENARIOS), required=True, help="what happens")
+    p.add_argument("--nodes", type=int, default=d.nodes, help=f"cluster size (default {d.nodes})")
+    p.add_argument("--loss", type=float, default=d.loss, help="probability a message is lost")
+    p.add_argument("--duplicate", type=float, default=d.duplicate, help="probability of a duplicate")
+    p.add_argument("--reorder", type=float, default=d.reorder,
+                   help="probability a message is held back up to 50 ms more")
+    p.add_argument("--pipeline", type=_flag, default=d.pipeline,
+                   help="step the core while a Ready is being synced (default False: block)")
+    p.add_argument("--snapshot-every", type=int, default=d.snapshot_every,
+                   help="applied entries between two snapshots (0: never)")
+    p.add_argument("--steps", type=int, default=d.steps, help="nemesis faults (raft-nemesis)")
+    p.add_argument("--fsync-max-ms", type=int, default=d.fsync_max_ms,
+                   help=f"each fsync takes 1 to this many ms (default {d.fsync_max_ms}; 0: none)")
+    p.add_argument("-v", "--verbose", action="store_true", help="print every fault as well")
+    p.add_argument("--trace", action="store_true",
+                   help="print every message, sync, apply and fault (long)")
+    args = p.parse_args(argv)
+    opts = ScenarioOptions(args.nodes, args.loss, args.duplicate, args.reorder, args.pipeline,
+                           args.snapshot_every, args.steps, args.fsync_max_ms)
+    c = build_cluster(args.seed, args.scenario, opts)
+    if args.trace:
+        c.trace = []
+    r = ScenarioReport(c)
+    ok, error = True, ""
+    try:
+        fn = SCENARIOS[args.scenario]
+        fn(c, r, steps=opts.steps) if args.scenario == "raft-nemesis" else fn(c, r)
+    except AssertionError as exc:
+        ok, error = False, str(exc)
+    t = c.totals()
+    drops = ", ".join(f"{k} {v}" for k, v in sorted(t.dropped.items())) or "none"
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(c.msg_counts.items()))
+    out = [f"mesh.sim raft  seed {args.seed}  nodes {args.nodes}  scenario {args.scenario}",
+           f"network    loss {opts.loss:g}, duplicate {opts.duplicate:g}, reorder {opts.reorder:g}; "
+           f"fsync {c.fsync_ms[0]}..{c.fsync_ms[1]} ms, pipeline {opts.pipeline}, "
+           f"snapshot every {opts.snapshot_every or 'never'}"] + r.lines
+    out.append(f"{'traffic':<11}{t.msgs_sent} messages ({kinds}), {t.bytes_sent} bytes; dropped: {drops}")
+    out.append(f"{'driver':<11}{c.readies} Readies, {sum(n.disk.syncs for n in c.nodes.values())} fsyncs, "
+               f"{c.stuck_ticks} stuck ticks, {c.inbox_dropped} inbox drops, "
+               f"{c.checker.checks if c.checker else 0} checks")
+    if error:
+        out.append(f"{'error':<11}{error}")
+    out.append(f"{'result':<11}{'OK' if ok else 'FAILED'} at {c.now_ms} ms")
+    out.append(f"{'replay':<11}{c.replay}")
+    if args.verbose:
+        out += ["", f"faults ({len(c.faults)})"] + [f"  {f}" for f in c.faults]
+    if c.trace is not None:
+        out += ["", f"trace ({len(c.trace)} lines)"] + c.trace
+    sys.stdout.write("\n".join(out) + "\n")
+    return 0 if ok else 1
