@@ -96,7 +96,7 @@ from mesh.raft.messages import (Append, AppendResp, ConfState, Entry, HardState,
                                 VoteResp)
 from mesh.sim.network import Network, NetworkConfig, NodeStats
 from mesh.sim.raft_checkers import RaftChecker, chain_hash
-from mesh.sim.world import World
+from mesh.sim.world import World, plan_wake
 
 ADDRESS_PREFIX = "sim://"
 HEADER_BYTES = 48        # rough fixed part of a message on the wire
@@ -981,23 +981,10 @@ class RaftCluster:
         self._call(node, lambda: node.core.compact(snap))
 
     def _schedule(self, node: RaftSimNode, after_tick: bool = False) -> None:
-        now = self.world.now_ms
-        due = node.core.next_deadline_ms()
-        if due <= now:
-            if not after_tick:
-                due = now
-            elif node.spins == 0:
-                node.spins = 1
-                due = now
-            else:
-                self.stuck_ticks += 1
-                due = now + 1
-        elif after_tick:
-            node.spins = 0
-        pending = node.wake_ms
-        if pending is not None and now <= pending <= due:
+        due, stuck = plan_wake(node, self.world.now_ms, node.core.next_deadline_ms(), after_tick)
+        self.stuck_ticks += stuck
+        if due is None:
             return
-        node.wake_ms = due
         self.world.at(due, self._wake, node, node.life, due)
 
     def _wake(self, node: RaftSimNode, life: int, due: int) -> None:

@@ -41,7 +41,7 @@ from typing import Callable, Iterable
 from mesh._core import codec
 from mesh.errors import DecodeError, ProtocolError
 from mesh.sim.network import Network, NetworkConfig, NodeStats
-from mesh.sim.world import World
+from mesh.sim.world import World, plan_wake
 from mesh.swim import wire
 from mesh.swim.config import SwimConfig
 from mesh.swim.core import Swim
@@ -409,26 +409,10 @@ class SwimCluster:
             raise
 
     def _schedule(self, node: SimNode, after_tick: bool = False) -> None:
-        now = self.world.now_ms
-        due = node.core.next_deadline_ms()
-        if due <= now:
-            if not after_tick:
-                due = now
-            elif node.spins == 0:
-                # Work became due during the tick itself: tick again at this instant, as a
-                # runtime whose timer is already late would.
-                node.spins = 1
-                due = now
-            else:
-                # Two ticks in a row left work due: do not spin at one instant forever.
-                self.stuck_ticks += 1
-                due = now + 1
-        elif after_tick:
-            node.spins = 0
-        pending = node.wake_ms
-        if pending is not None and now <= pending <= due:
-            return    # an earlier wake-up is on the heap; it will look again
-        node.wake_ms = due
+        due, stuck = plan_wake(node, self.world.now_ms, node.core.next_deadline_ms(), after_tick)
+        self.stuck_ticks += stuck
+        if due is None:
+            return
         self.world.at(due, self._wake, node, node.life, due)
 
     def _wake(self, node: SimNode, life: int, due: int) -> None:

@@ -120,3 +120,31 @@ class World:
         # A str seed goes through SHA-512 inside random.Random, not through hash(), so it
         # does not depend on PYTHONHASHSEED.
         return random.Random(f"{self.seed}:{name}")
+
+
+def plan_wake(node, now: int, due: int, after_tick: bool) -> tuple[int | None, bool]:
+    """When to wake a simulated process whose core next has work at ``due``.
+
+    ``node`` has ``spins`` and ``wake_ms`` attributes. Returns (the time to schedule a
+    wake-up at, or None when an earlier one is already pending; whether the core looks
+    stuck). Work that became due during a tick gets one more tick at the same instant, as a
+    runtime whose timer is already late would give it; after two ticks in a row that left
+    work due, the next wake-up is a millisecond later, so a buggy core cannot spin forever.
+    """
+    stuck = False
+    if due <= now:
+        if not after_tick:
+            due = now
+        elif node.spins == 0:
+            node.spins = 1
+            due = now
+        else:
+            stuck = True
+            due = now + 1
+    elif after_tick:
+        node.spins = 0
+    pending = node.wake_ms
+    if pending is not None and now <= pending <= due:
+        return None, stuck    # an earlier wake-up is on the heap; it will look again
+    node.wake_ms = due
+    return due, stuck

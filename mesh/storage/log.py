@@ -75,6 +75,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from mesh.storage.errors import CorruptLog
+from mesh.storage.files import write_all
 from mesh.storage.records import (MAX_PAYLOAD_BYTES, Entry, decode_frames, encode_frames,
                                   find_frame, frame_size, scan_frames)
 
@@ -322,7 +323,7 @@ class SegmentedLog:
                 self._rotate(entries[i].index)
                 continue
             self._log_dirty = True
-            _write_all(self._wfd, frames[i] if j == i + 1 else b"".join(frames[i:j]))
+            write_all(self._wfd, frames[i] if j == i + 1 else b"".join(frames[i:j]))
             # the index learns about the records only once their bytes are in the file
             off = seg.end
             for k in range(i, j):
@@ -356,7 +357,7 @@ class SegmentedLog:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
         self._dir_dirty = True
         try:
-            _write_all(fd, segment_header(index))
+            write_all(fd, segment_header(index))
         except BaseException:
             os.close(fd)
             raise
@@ -485,15 +486,6 @@ class SegmentedLog:
         while self._read_fds:
             os.close(self._read_fds.popitem()[1])
 
-
-def _write_all(fd: int, data: bytes) -> None:
-    """One ``os.write`` in the normal case; loop on the short writes a nearly full disk gives."""
-    mv = memoryview(data)
-    while mv:
-        n = os.write(fd, mv)
-        if n <= 0:  # a regular file never does this; do not spin if one does
-            raise OSError(5, "short write made no progress")
-        mv = mv[n:]
 
 
 def _fdatasync(fd: int) -> None:

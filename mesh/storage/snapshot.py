@@ -34,6 +34,7 @@ import zlib
 from dataclasses import dataclass
 
 from mesh.storage.errors import CorruptLog
+from mesh.storage.files import write_all
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ class SnapshotStore:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
             for part in (head, meta.config, data):
-                _write_all(fd, part)
+                write_all(fd, part)
             if self._fsync:
                 os.fsync(fd)
         finally:
@@ -160,11 +161,3 @@ def _read_exact(f, n: int, path: str) -> bytes:
         raise CorruptLog(f"{path}: snapshot cut short", path=path)
     return data
 
-
-def _write_all(fd: int, data: bytes) -> None:
-    mv = memoryview(data)
-    while mv:
-        n = os.write(fd, mv)
-        if n <= 0:  # a regular file never does this; do not spin if one does
-            raise OSError(5, "short write made no progress")
-        mv = mv[n:]
