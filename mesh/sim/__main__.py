@@ -281,12 +281,12 @@ def _non_defaults(args: argparse.Namespace) -> dict[str, object]:
 
 
 def raft_scenario(argv: list[str] | None) -> int | None:
-    """``--scenario raft-*`` replays a Raft run (:func:`mesh.sim.raft.main`, its own flags);
+    """``--scenario raft-*`` replays a Raft run (:func:`mesh.sim.raft_scenarios.main`, its own flags);
     None for the SWIM scenarios above."""
     args = sys.argv[1:] if argv is None else list(argv)
     if not any(a.startswith("raft-") or a.startswith("--scenario=raft-") for a in args):
         return None
-    from mesh.sim.raft import main as raft_main
+    from mesh.sim.raft_scenarios import main as raft_main
 
     return raft_main(args)
 

@@ -632,8 +632,6 @@ def _search(ops: Sequence[Op], model: Model, deadline: float, max_states: int,
         minimal.append(u_set)
         return False
 
-    ret_index = [ret_of[call_entry[i]] for i in range(len(ops))].__getitem__
-
     def open_node(k_set: int, u_set: int, state: Any, via: int) -> list:
         """A frame for node (K, U, s): the ops that may go next are the calls before the
         first return still linked. Its moves are enumerated lazily (``next_move``)."""
@@ -647,7 +645,17 @@ def _search(ops: Sequence[Op], model: Model, deadline: float, max_states: int,
             elif not u_set & bit[i]:
                 pending.append(i)
             e = nxt[e]
-        calls.sort(key=ret_index)
+        # A known op that may go next, fits the state and leaves it unchanged (a read, a
+        # failed cas) can go first in any order that places it later -- it changes nothing
+        # for the others, and nothing that may go next completed before it began -- so it
+        # is the only move worth trying here.
+        for i in calls:
+            tick()
+            ok, new_state = step(state, ops[i])
+            if ok and new_state == state:
+                calls = [i]
+                pending = []
+                break
         #       K      calls  runs                  run, call, pending, via, run to via
         return [k_set, calls, [(u_set, state, ())], 0, 0, pending, via, ()]
 

@@ -4,7 +4,7 @@ Every run has the safety checkers of :mod:`mesh.sim.raft_checkers` on: they chec
 event (election safety, votes, log matching, leader completeness, state machine safety,
 durability of what was applied), so any test below also fails on a safety violation, naming
 its seed and the command that replays it. The scenario tests run
-:data:`mesh.sim.raft.SCENARIOS`, the same code ``python -m mesh.sim --scenario raft-*``
+:data:`mesh.sim.raft_scenarios.SCENARIOS`, the same code ``python -m mesh.sim --scenario raft-*``
 replays. Bounds come from the election timeout (``RaftConfig``: 150..300 ms, heartbeat 50 ms).
 
 The targeted tests at the end each pin one pitfall (or one bug found by this harness) with a
@@ -17,8 +17,8 @@ import pytest
 from mesh.raft.config import RaftConfig
 from mesh.raft.messages import (Append, AppendResp, ConfState, Entry, EntryKind, InstallSnapshot,
                                 Role, SnapshotMeta)
-from mesh.sim.raft import (LogMirror, RaftCluster, command, election_bound_ms, run_scenario,
-                           step_down_bound_ms)
+from mesh.sim.raft import LogMirror, RaftCluster, command
+from mesh.sim.raft_scenarios import election_bound_ms, run_scenario, step_down_bound_ms
 from mesh.sim.raft_checkers import RaftChecker, SafetyViolation, chain_hash
 
 pytestmark = pytest.mark.sim
