@@ -36,9 +36,12 @@ from mesh.agent import Agent, HandlerSpec
 from mesh.eager import SYNC_DONE, run_eager
 from mesh.errors import (WIRE_ERRORS, DecodeError, EncodeError, MeshError, ProtocolError, RemoteError,
                          Timeout, Unavailable, UnknownAgent, UnknownMethod, Unreachable)
+from mesh.kv.client import KV, RaftAgent
+from mesh.node.consensus import ConsensusDriver
 from mesh.node.deadlines import DeadlineQueue
 from mesh.node.gossip import SEED_PREFIX, GossipDriver
 from mesh.node.membership import NodeMeta, load_changed
+from mesh.raft.config import RaftConfig
 from mesh.swim.config import SwimConfig
 from mesh.swim.messages import EventKind, MemberEvent, State
 from mesh.transport import Transport, TransportConfig
@@ -50,6 +53,7 @@ _ORIGIN_MESH = 1      # the mesh at the target refused (unknown agent, bad body,
 
 _LIVE_STATES = (State.ALIVE, State.SUSPECT)
 _GOSSIP_KINDS = (32, 63)   # the envelope kinds reserved for SWIM (see mesh._core.wire)
+_RAFT_KINDS = (64, 95)
 
 
 def _now_us() -> int:
@@ -81,7 +85,8 @@ class Node:
                  data_dir: str | os.PathLike | None = None, *, default_timeout: float = 30.0,
                  join_timeout: float = 10.0, drain_timeout: float = 5.0,
                  limits: Any = None, transport: TransportConfig | None = None, seed: int | None = None,
-                 gossip: SwimConfig | None = None, load_interval: float = 5.0) -> None:
+                 gossip: SwimConfig | None = None, load_interval: float = 5.0,
+                 raft_voters: Iterable[str] = (), raft: RaftConfig | None = None) -> None:
         raw = node_id.encode() if isinstance(node_id, str) else b""
         if not raw or len(raw) > 255 or raw[0] == 0 or node_id.startswith(SEED_PREFIX):
             raise ValueError(f"invalid node id {node_id!r}: 1..255 UTF-8 bytes, not starting with NUL or 'seed:'")
@@ -119,6 +124,14 @@ class Node:
         self._transport = Transport(node_id, bind, self._on_frame, self._on_link, transport)
         self._gossip = GossipDriver(node_id, self._transport, gossip or SwimConfig(), Random(rng_seed),
                                     self.limits, self._on_member)
+        self.raft_voters = tuple(dict.fromkeys(raft_voters))
+        self._raft: ConsensusDriver | None = None
+        if node_id in self.raft_voters:
+            if self.data_dir is None:
+                raise ValueError(f"node {node_id!r} is a Raft voter and needs a data_dir for its log")
+            self._raft = ConsensusDriver(node_id, self.raft_voters, self.data_dir, self._transport,
+                                         raft or RaftConfig(), Random(rng_seed ^ 0x5EED), self.limits)
+        self.kv = KV(self)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None
         self._started = False
@@ -180,6 +193,9 @@ class Node:
         self._load_mark = (self._loop.time(), 0)
         self._load_timer = self._loop.call_later(self.load_interval, self._refresh_load)
         try:
+            if self._raft is not None:
+                self._raft.start()
+                self.add(RaftAgent(self._raft))
             await self._join()
         except BaseException:
             self._gossip.close()
@@ -207,6 +223,8 @@ class Node:
             self._deadline_timer = None
         if self._load_timer is not None:
             self._load_timer.cancel()
+        if self._raft is not None:
+            self._raft.close()
         self._gossip.leave()
         self._gossip.close()
         for agent in list(self._agents.values()):
@@ -311,6 +329,8 @@ class Node:
         out = dict(self.counters)
         out.update(self._transport.counters)
         out.update(self._gossip.counters)
+        if self._raft is not None:
+            out.update(self._raft.counters)
         core = self._gossip.core
         if core is not None:
             out["members_live"] = core.live_count
@@ -439,6 +459,8 @@ class Node:
                 self._handle_error(env)
             elif _GOSSIP_KINDS[0] <= kind <= _GOSSIP_KINDS[1]:
                 self._gossip.handle(peer, env, from_router)
+            elif _RAFT_KINDS[0] <= kind <= _RAFT_KINDS[1] and self._raft is not None:
+                self._raft.handle(peer, env, from_router)
             else:
                 self.counters["protocol_errors"] += 1
                 log.debug("unknown envelope kind %d from %s dropped", kind, peer)
@@ -521,7 +543,10 @@ class Node:
     def _handler_failed(self, peer: str, env: Any, want_reply: bool, exc: Exception) -> None:
         self.counters["handler_errors"] += 1
         if want_reply:
-            self._reply_error(peer, env, type(exc).__name__, str(exc), _ORIGIN_HANDLER)
+            # a mesh error (Unavailable, NotLeader, Timeout of a nested call...) keeps its class
+            origin = _ORIGIN_MESH if type(exc).__name__ in WIRE_ERRORS and isinstance(exc, MeshError) \
+                else _ORIGIN_HANDLER
+            self._reply_error(peer, env, type(exc).__name__, str(exc), origin)
         else:
             log.warning("one-way %s.%s from %s raised %r", env.dst, env.subject, peer, exc)
 

@@ -1,0 +1,297 @@
+"""Drives the Raft core (:mod:`mesh.raft`) on a voter node: the loop, the disk, the links, and
+the replicated key-value state machine (:mod:`mesh.kv`).
+
+Theory of operation
+-------------------
+* Each input (a message, a timer, a proposal, a read) steps the core; then :meth:`_process`
+  carries out every pending :class:`~mesh.raft.messages.Ready` in order: persist to
+  :class:`~mesh.storage.RaftStorage` and **fsync** (on the loop: about 0.2 ms here, and it
+  keeps the order of effects obvious), then send its messages, then apply committed entries
+  to the :class:`~mesh.kv.KVMachine` and answer the proposals and reads waiting on them.
+  Nothing is acknowledged before it is durable.
+* A proposal waits for its index to be applied. If a different entry lands at that index
+  (leadership changed), the proposer gets ``Unavailable`` and the client retries with the
+  same (client, seq), which the state machine answers at most once.
+* Reads are linearizable: ReadIndex on the leader, then the value once that index is applied.
+* A storage failure (full disk, I/O error) stops the node from acknowledging anything: the
+  storage refuses every later write, the driver stops stepping the core, and every caller
+  gets ``Unavailable``. The node must be restarted (its recovery trusts only the disk).
+* Raft messages ride the node's links as envelope kinds 64..70; one that fails validation
+  (:mod:`mesh.raft.wire`) or claims another sender is dropped and counted.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+from random import Random
+from typing import Any
+
+from mesh._core import codec
+from mesh.errors import DecodeError, MeshError, ProtocolError, Timeout, Unavailable
+from mesh.kv import KVMachine
+from mesh.raft import wire
+from mesh.raft.config import RaftConfig
+from mesh.raft.core import Raft
+from mesh.raft.messages import KIND_OF, ConfState, Entry, EntryKind, HardState, Ready, Snapshot, SnapshotMeta
+from mesh.storage import (Entry as StoredEntry, HardState as StoredHardState, RaftStorage,
+                          SnapshotMeta as StoredSnapshotMeta, StorageError)
+
+log = logging.getLogger(__name__)
+
+
+class ConsensusDriver:
+    def __init__(self, node_id: str, voters: tuple[str, ...], data_dir: str, transport: Any,
+                 config: RaftConfig, rng: Random, limits: Any, fsync: bool = True) -> None:
+        self.node_id = node_id
+        self.voters = voters
+        self.path = os.path.join(data_dir, "raft")
+        self.config = config
+        self.machine = KVMachine()
+        self._transport = transport
+        self._rng = rng
+        self._limits = limits
+        self._fsync = fsync
+        self._storage: RaftStorage | None = None
+        self._core: Raft | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0
+        self._waiting: dict[int, tuple[int, asyncio.Future]] = {}      # index -> (term, future)
+        self._reads: dict[bytes, asyncio.Future] = {}                   # ctx -> future(index)
+        self._read_ids = itertools.count(1)
+        self._applied_waiters: list[tuple[int, asyncio.Future]] = []
+        self._failed: BaseException | None = None
+        self.applied = 0          # last committed entry carried out (any kind; the machine skips no-ops)
+        self.counters = {"raft_in": 0, "raft_out": 0, "raft_malformed": 0, "raft_readies": 0, "raft_fsyncs": 0}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        st = self._storage = RaftStorage.open(self.path, fsync=self._fsync)
+        hs = st.hard_state
+        snap = st.load_snapshot()
+        meta = None
+        if snap is not None:
+            smeta, data = snap
+            self.machine.restore(data)
+            meta = SnapshotMeta(smeta.index, smeta.term, wire.decode_conf(smeta.config) if smeta.config
+                                else ConfState(self.voters))
+        entries = [Entry(e.index, e.term, e.kind, e.data) for e in st.entries(st.first_index, st.last_index + 1)] \
+            if st.last_index >= st.first_index else []
+        for e in entries:                   # the state machine catches up with the durable commit
+            if e.index <= hs.commit and e.index > self.machine.applied and e.kind == EntryKind.NORMAL:
+                self.machine.apply(e.index, e.data)
+        self._core = Raft(self.node_id, config=self.config, rng=self._rng, now_ms=self._now_ms(),
+                          conf=ConfState(self.voters), hard_state=HardState(hs.term, hs.vote, hs.commit),
+                          snapshot=meta, entries=entries, applied=hs.commit)
+        self.applied = hs.commit
+        if snap is not None:
+            self._core.compact(Snapshot(meta, snap[1]))
+        log.info("raft %s: term %d, log %d..%d, commit %d", self.node_id, hs.term, st.first_index,
+                 st.last_index, hs.commit)
+        self._schedule()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for _, fut in self._waiting.values():
+            if not fut.done():
+                fut.set_exception(Unavailable(f"node {self.node_id} is stopping"))
+        for fut in self._reads.values():
+            if not fut.done():
+                fut.set_exception(Unavailable(f"node {self.node_id} is stopping"))
+        if self._storage is not None:
+            self._storage.close()
+
+    @property
+    def leader(self) -> str | None:
+        return self._core.leader if self._core is not None else None
+
+    @property
+    def is_leader(self) -> bool:
+        return self._core is not None and self._core.leader == self.node_id
+
+    def status(self) -> dict[str, Any]:
+        c = self._core
+        return {"id": self.node_id, "role": c.role.name.lower(), "term": c.term, "leader": c.leader,
+                "commit": c.commit, "applied": self.machine.applied, "last_index": c.last_index,
+                "voters": list(c.conf.voters), "failed": repr(self._failed) if self._failed else None}
+
+    # -- client side -------------------------------------------------------------------------
+
+    async def propose(self, command: bytes, timeout: float) -> Any:
+        """Replicate ``command`` and return the state machine's result (leader only)."""
+        self._check()
+        core = self._core
+        index = core.propose(command, self._now_ms())       # raises NotLeader on a follower
+        fut = self._loop.create_future()
+        self._waiting[index] = (core.term, fut)
+        self._process()
+        try:
+            result = await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            raise Timeout(f"entry {index} not applied within {timeout:g} s") from None
+        finally:
+            self._waiting.pop(index, None)
+        if isinstance(result, MeshError):
+            raise result
+        return result
+
+    async def read_barrier(self, timeout: float) -> None:
+        """Return once this leader's state machine reflects every write acknowledged before
+        the call (ReadIndex)."""
+        self._check()
+        ctx = next(self._read_ids).to_bytes(8, "little")
+        fut = self._loop.create_future()
+        self._reads[ctx] = fut
+        try:
+            self._core.read_index(ctx, self._now_ms())
+            self._process()
+            index = await asyncio.wait_for(fut, timeout)
+            if self.applied < index:
+                waiter = self._loop.create_future()
+                self._applied_waiters.append((index, waiter))
+                await asyncio.wait_for(waiter, timeout)
+        except asyncio.TimeoutError:
+            raise Timeout(f"read not confirmed within {timeout:g} s") from None
+        finally:
+            self._reads.pop(ctx, None)
+
+    def _check(self) -> None:
+        if self._failed is not None:
+            raise Unavailable(f"node {self.node_id} stopped acknowledging after a storage failure: {self._failed}")
+        if self._core is None:
+            raise Unavailable(f"raft on node {self.node_id} is not running")
+
+    # -- network -----------------------------------------------------------------------------
+
+    def handle(self, peer: str, env: Any, from_router: bool) -> None:
+        self.counters["raft_in"] += 1
+        try:
+            msg = wire.from_body(env.kind, codec.load_body(env.body, self._limits))
+            if msg.src != env.src or (from_router and env.src != peer) or msg.dst != self.node_id:
+                raise ProtocolError(f"raft message from {peer!r} names {msg.src!r} -> {msg.dst!r}")
+        except (DecodeError, ProtocolError) as exc:
+            self.counters["raft_malformed"] += 1
+            log.debug("malformed raft message from %s dropped: %s", peer, exc)
+            return
+        if self._core is None or self._failed is not None:
+            return
+        self._core.step(msg, self._now_ms())
+        self._process()
+
+    # -- the Ready loop ----------------------------------------------------------------------
+
+    def _now_ms(self) -> int:
+        return int(self._loop.time() * 1000)
+
+    def _tick(self) -> None:
+        self._timer = None
+        if self._core is not None and self._failed is None:
+            self._core.tick(self._now_ms())
+            self._process()
+
+    def _schedule(self) -> None:
+        if self._core is None or self._failed is not None:
+            return
+        now = self._now_ms()
+        when = max(now, min(self._core.next_deadline_ms(), now + 1000))
+        if self._timer is not None:
+            if self._timer_at <= when:
+                return
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self._loop.call_at(when / 1000.0, self._tick)
+
+    def _process(self) -> None:
+        core = self._core
+        while self._failed is None and core.has_ready():
+            rd = core.ready()
+            self.counters["raft_readies"] += 1
+            try:
+                self._persist(rd)
+            except StorageError as exc:
+                self._fail(exc)
+                return
+            for m in rd.messages:
+                self._send(m)
+            self._apply(rd)
+        self._schedule()
+
+    def _persist(self, rd: Ready) -> None:
+        st = self._storage
+        dirty = False
+        if rd.snapshot is not None:
+            meta = rd.snapshot.meta
+            st.save_snapshot(StoredSnapshotMeta(meta.index, meta.term, wire.encode_conf(meta.conf)),
+                             rd.snapshot.data)
+        if rd.truncate_from is not None and rd.truncate_from <= st.last_index:
+            st.truncate_suffix(rd.truncate_from)
+            dirty = True
+        if rd.entries:
+            st.append([StoredEntry(e.index, e.term, int(e.kind), e.data) for e in rd.entries])
+            dirty = True
+        if rd.hard_state is not None:
+            hs = rd.hard_state
+            st.set_hard_state(StoredHardState(hs.term, hs.vote, hs.commit))
+            dirty = True
+        if dirty:
+            st.sync()
+            self.counters["raft_fsyncs"] += 1
+
+    def _send(self, m: Any) -> None:
+        data = codec.encode(KIND_OF[type(m)], 0, 0, self.node_id, "", "", wire.to_body(m), 0, 0, 0)
+        self.counters["raft_out"] += 1
+        try:
+            self._transport.send(m.dst, data)
+        except MeshError:
+            pass   # the link is down: Raft retries on its own schedule
+
+    def _apply(self, rd: Ready) -> None:
+        if rd.snapshot is not None:
+            self.machine.restore(rd.snapshot.data)
+            self.applied = rd.snapshot.meta.index
+        for e in rd.committed:
+            self.applied = e.index
+            result: Any = None
+            if e.kind == EntryKind.NORMAL and e.index > self.machine.applied:
+                result, _changes = self.machine.apply(e.index, e.data)
+            waiting = self._waiting.pop(e.index, None)
+            if waiting is not None:
+                term, fut = waiting
+                if not fut.done():
+                    if term == e.term:
+                        fut.set_result(result)
+                    else:
+                        fut.set_exception(Unavailable(f"entry {e.index} was replaced by a new leader; retry"))
+        for rs in rd.reads:
+            fut = self._reads.get(rs.ctx)
+            if fut is not None and not fut.done():
+                fut.set_result(rs.index)
+        if self._applied_waiters:
+            still = []
+            for index, fut in self._applied_waiters:
+                if index <= self.applied:
+                    if not fut.done():
+                        fut.set_result(None)
+                else:
+                    still.append((index, fut))
+            self._applied_waiters = still
+        if rd.role.name != "LEADER":
+            # proposals of a deposed leader may never commit: let their callers retry now
+            for index, (term, fut) in list(self._waiting.items()):
+                if term != rd.term and not fut.done():
+                    fut.set_exception(Unavailable(f"leadership changed before entry {index} committed; retry"))
+                    del self._waiting[index]
+
+    def _fail(self, exc: BaseException) -> None:
+        self._failed = exc
+        log.error("raft %s: storage failed, no longer acknowledging: %s", self.node_id, exc)
+        for _, fut in self._waiting.values():
+            if not fut.done():
+                fut.set_exception(Unavailable(f"storage failure on {self.node_id}: {exc}"))
+        self._waiting.clear()
+
