@@ -3,7 +3,9 @@
 Settings come from flags and an optional TOML file (``--config``); a flag given on the
 command line wins over the file. The file holds the node settings at top level or in a
 ``[node]`` table, and may tune gossip in a ``[gossip]`` table whose keys are the fields of
-:class:`mesh.swim.config.SwimConfig` (e.g. ``probe_interval_ms = 500``). The process prints one line ``ready <id> <address>`` on
+:class:`mesh.swim.config.SwimConfig` (e.g. ``probe_interval_ms = 500``). A ``[raft]`` table
+names the voters (``voters = ["n1", "n2", "n3"]``, same as ``--raft-voters n1,n2,n3``); a
+node whose id is among them runs Raft and needs ``--data-dir``. The process prints one line ``ready <id> <address>`` on
 standard output once it has joined, and stops gracefully on SIGINT or SIGTERM.
 """
 from __future__ import annotations
@@ -39,6 +41,7 @@ class NodeConfig:
     join_timeout: float = 10.0
     drain_timeout: float = 5.0
     gossip: dict[str, int] = field(default_factory=dict)
+    raft_voters: list[str] = field(default_factory=list)
 
 
 _TYPES = {"id": str, "bind": str, "join": list, "agent": list, "data_dir": str, "log_level": str,
@@ -67,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long to wait for the seeds at start (default 10)")
     p.add_argument("--drain-timeout", type=float, metavar="SECONDS",
                    help="on stop, how long in-flight calls may still finish (default 5)")
+    p.add_argument("--raft-voters", metavar="ID,ID,...",
+                   help="the ids of the Raft voters (the same list on every node); a node among them "
+                        "keeps the replicated store and needs --data-dir")
     return p
 
 
@@ -85,6 +91,12 @@ def load_config(args: argparse.Namespace) -> NodeConfig:
         gossip = raw.get("gossip", {})
         section.pop("gossip", None)
         values["gossip"] = _check_gossip(args.config, gossip)
+        raft = raw.get("raft", {})
+        section.pop("raft", None)
+        if not isinstance(raft, dict) or set(raft) - {"voters"}:
+            raise ConfigError(f"{args.config}: the [raft] table takes only 'voters'")
+        if "voters" in raft:
+            values["raft_voters"] = _check(args.config, "raft.voters", raft["voters"], list)
         for key, value in section.items():
             name = key.replace("-", "_")
             if name not in _TYPES:
@@ -94,6 +106,8 @@ def load_config(args: argparse.Namespace) -> NodeConfig:
         flag = getattr(args, name, None)
         if flag is not None:
             values[name] = flag
+    if getattr(args, "raft_voters", None):
+        values["raft_voters"] = [v.strip() for v in args.raft_voters.split(",") if v.strip()]
     cfg = NodeConfig(**values)
     if not cfg.id:
         raise ConfigError("id: a node id is required (--id or 'id' in the config file)")
@@ -102,6 +116,8 @@ def load_config(args: argparse.Namespace) -> NodeConfig:
     for name in ("default_timeout", "join_timeout", "drain_timeout"):
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"{name}: must be positive, got {getattr(cfg, name)}")
+    if cfg.id in cfg.raft_voters and not cfg.data_dir:
+        raise ConfigError(f"data_dir: node {cfg.id!r} is a Raft voter and needs a data folder for its log")
     return cfg
 
 
@@ -162,7 +178,7 @@ async def run(cfg: NodeConfig) -> int:
     agents = [load_agent(spec) for spec in cfg.agent]
     node = mesh.Node(cfg.id, cfg.bind, cfg.join, cfg.data_dir, default_timeout=cfg.default_timeout,
                      join_timeout=cfg.join_timeout, drain_timeout=cfg.drain_timeout,
-                     gossip=SwimConfig(**cfg.gossip))
+                     gossip=SwimConfig(**cfg.gossip), raft_voters=cfg.raft_voters)
     for agent in agents:
         node.add(agent)
     stop = asyncio.Event()

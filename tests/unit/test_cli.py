@@ -66,3 +66,15 @@ def test_gossip_table_tunes_swim(tmp_path):
     cfg = tmp_path / "node.toml"
     cfg.write_text('[node]\nid = "n1"\n[gossip]\nprobe_interval_ms = 1000\nsuspicion_mult = 5\n')
     assert parse("--config", str(cfg)).gossip == {"probe_interval_ms": 1000, "suspicion_mult": 5}
+
+
+def test_raft_voters_from_flag_or_table(tmp_path):
+    assert parse("--id", "n1", "--data-dir", str(tmp_path), "--raft-voters", "n1, n2,n3").raft_voters == ["n1", "n2", "n3"]
+    cfg = tmp_path / "node.toml"
+    cfg.write_text('[node]\nid = "n2"\ndata_dir = "d"\n[raft]\nvoters = ["n1", "n2"]\n')
+    assert parse("--config", str(cfg)).raft_voters == ["n1", "n2"]
+    with pytest.raises(ConfigError, match="data_dir: node 'n1' is a Raft voter"):
+        parse("--id", "n1", "--raft-voters", "n1,n2")
+    cfg.write_text('id = "n2"\n[raft]\nvoterz = ["n1"]\n')
+    with pytest.raises(ConfigError, match=r"\[raft\] table takes only 'voters'"):
+        parse("--config", str(cfg))
