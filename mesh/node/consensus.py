@@ -31,6 +31,7 @@ from typing import Any
 from mesh._core import codec
 from mesh.errors import DecodeError, MeshError, ProtocolError, Timeout, Unavailable
 from mesh.kv import KVMachine
+from mesh.node.core_timer import CoreTimer
 from mesh.raft import wire
 from mesh.raft.config import RaftConfig
 from mesh.raft.core import Raft
@@ -56,8 +57,7 @@ class ConsensusDriver:
         self._storage: RaftStorage | None = None
         self._core: Raft | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0
+        self._timer: CoreTimer | None = None
         self._waiting: dict[int, tuple[int, asyncio.Future]] = {}      # index -> (term, future)
         self._reads: dict[bytes, asyncio.Future] = {}                   # ctx -> future(index)
         self._read_ids = itertools.count(1)
@@ -70,6 +70,7 @@ class ConsensusDriver:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._timer = CoreTimer(self._loop, self._tick)
         st = self._storage = RaftStorage.open(self.path, fsync=self._fsync)
         hs = st.hard_state
         snap = st.load_snapshot()
@@ -186,25 +187,16 @@ class ConsensusDriver:
     # -- the Ready loop ----------------------------------------------------------------------
 
     def _now_ms(self) -> int:
-        return int(self._loop.time() * 1000)
+        return self._timer.now_ms()
 
     def _tick(self) -> None:
-        self._timer = None
         if self._core is not None and self._failed is None:
             self._core.tick(self._now_ms())
             self._process()
 
     def _schedule(self) -> None:
-        if self._core is None or self._failed is not None:
-            return
-        now = self._now_ms()
-        when = max(now, min(self._core.next_deadline_ms(), now + 1000))
-        if self._timer is not None:
-            if self._timer_at <= when:
-                return
-            self._timer.cancel()
-        self._timer_at = when
-        self._timer = self._loop.call_at(when / 1000.0, self._tick)
+        if self._core is not None and self._failed is None:
+            self._timer.arm(self._core.next_deadline_ms())
 
     def _process(self) -> None:
         core = self._core

@@ -30,6 +30,7 @@ from mesh.swim import wire
 from mesh.swim.config import SwimConfig
 from mesh.swim.core import Swim
 from mesh.swim.messages import KIND_OF, RESPONSE_KINDS, Member, MemberEvent, Send
+from mesh.node.core_timer import CoreTimer
 from mesh.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,7 @@ class GossipDriver:
         self._on_event = on_event
         self._core: Swim | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0
+        self._timer: CoreTimer | None = None
         self._waiting: dict[str, deque[bytes]] = {}
         self._ids = 0
         self.counters = {"gossip_in": 0, "gossip_out": 0, "gossip_malformed": 0, "gossip_dropped": 0}
@@ -61,6 +61,7 @@ class GossipDriver:
 
     def start(self, address: str, meta: bytes) -> None:
         self._loop = asyncio.get_running_loop()
+        self._timer = CoreTimer(self._loop, self._tick)
         self._core = Swim(self.node_id, address, meta=meta, config=self.config, rng=self._rng,
                           now_ms=self._now_ms())
         self._schedule()
@@ -84,7 +85,6 @@ class GossipDriver:
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
         self._waiting.clear()
 
     def members(self) -> list[Member]:
@@ -122,22 +122,11 @@ class GossipDriver:
     # -- the core's actions ------------------------------------------------------------------
 
     def _now_ms(self) -> int:
-        return int(self._loop.time() * 1000)
+        return self._timer.now_ms()
 
     def _tick(self) -> None:
-        self._timer = None
         if self._core is not None:
             self._run(self._core.tick(self._now_ms()))
-
-    def _schedule(self) -> None:
-        now = self._now_ms()
-        when = max(now, min(self._core.next_deadline_ms(), now + 1000))
-        if self._timer is not None:
-            if self._timer_at <= when:
-                return
-            self._timer.cancel()
-        self._timer_at = when
-        self._timer = self._loop.call_at(when / 1000.0, self._tick)
 
     def _run(self, actions: list) -> None:
         for action in actions:
@@ -145,8 +134,8 @@ class GossipDriver:
                 self._send(action)
             else:
                 self._on_event(action)
-        if self._core is not None and self._loop is not None:
-            self._schedule()
+        if self._core is not None and self._timer is not None:
+            self._timer.arm(self._core.next_deadline_ms())
 
     def _send(self, action: Send) -> None:
         msg = action.message

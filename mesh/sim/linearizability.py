@@ -1,5 +1,12 @@
 """Check that a recorded history of key-value operations is linearizable.
 
+    h = History()                                   # or History(clock=lambda: world.now_ms)
+    i = h.invoke("c1", "put", "k", 3, time=10)      # returns the op id
+    h.ok(i, time=14)                                # or h.fail(i, ...), h.info(i, ...), nothing
+    j = h.invoke("c2", "get", "k", time=12)
+    h.ok(j, result=3, time=20)
+    res = check(h, "kv", timeout_s=10.0)            # res.ok, res.linearization, res.explanation
+
 Theory of operation
 -------------------
 **What is checked.** Clients invoke operations on a replicated store and, usually, hear back.
@@ -45,18 +52,27 @@ clients per key) is small. Model states must therefore be hashable.
 it; it is applied *just in time*: a move of the search is "a run of zero or more pending
 unknown operations, then one known operation", runs tried shortest first, the empty run
 before any. (Unknown operations after the last known one can always be dropped, so nothing
-is lost.) Plain WGL would let every pending unknown write multiply the states by two; three
-cuts prevent that, each sound on its own:
+is lost.)
+
+**Cuts.** Plain WGL lets every pending unknown write double the states, and every read
+concurrent with others multiply the orders tried. Each of these cuts is sound on its own
+(each keeps at least one linearization whenever there is one), and together they make
+those cases cheap:
 
 - *dominance*: a node (known set K, unknown set U, state s) is cut when a node with the
   same K and s and a *subset* of U was reached -- that one can make every move this one can,
   since the extra unknown operations may simply still be pending (Lowe's memo is U' = U);
-- *blind* operations (a put: its effect ignores the state) are tried only first in a run;
+- *read-only first*: a known operation that never changes the state (a read, a cas or
+  delete that answered False) and fits the state now is linearized at once, with no
+  alternative tried: moving it to the front of any order that has it later changes nothing;
+- *blind* unknown operations (a put: its effect ignores the state) are tried only first in
+  a run -- after other unknown operations they would leave the same state, with more used;
 - *effect classes*: of pending unknown operations with the same effect, only the latest
   invoked is tried -- an earlier one can stand in for it in any linearization, not conversely;
+- the ``kv`` model merges the values no operation can tell apart (written but never read nor
+  compared by a cas) into one, so unknown writes of them lead to one state, not many.
 
-and the ``kv`` model merges the values no operation can tell apart (written but never read
-nor compared by a cas) into one, so unknown writes of them lead to one state, not many.
+The first needs nothing from the model; the others use optional model methods (``Model``).
 
 **P-compositionality.** Linearizability is *local* (Herlihy & Wing): a history is
 linearizable iff its restriction to each object is. The model's ``partition`` splits the
@@ -85,10 +101,11 @@ values the key could hold whenever that operation could have taken effect). The 
 also lists the operations around it and the longest legal order the search found.
 
 **Budgets.** A search can still be exponential (many concurrent unknown compare-and-sets
-forming chains, or many concurrent clients on one key), so :func:`check` takes a wall-clock budget (``timeout_s``) and a bound on the
-remembered states per key (``max_states``); when either runs out it returns
-``timed_out=True`` with no verdict rather than hanging or exhausting memory. Explaining a
-violation gets its own budget of ``timeout_s`` once the verdict is known.
+forming chains, or many concurrent clients on one key), so :func:`check` takes a wall-clock
+budget (``timeout_s``) and a bound on the states remembered per key (``max_states``); when
+either runs out it returns ``timed_out=True`` with no verdict rather than hanging or
+exhausting memory. Explaining a violation gets its own budget of ``timeout_s`` once the
+verdict is known, so a check takes at most about twice ``timeout_s``.
 
 **Models** are pluggable: anything with ``init()``, ``step(state, op) -> (ok, state)`` and
 ``partition(ops) -> {label: ops}`` (:class:`Model`). ``"kv"`` is a map of keys to values
@@ -292,12 +309,14 @@ class Model(Protocol):
       states ``step`` refused it in and the whole partition ``ops``;
     - ``abstract(ops) -> list[Op]``: the ops as the search should see them (same order and
       ids), e.g. with values no operation can tell apart made equal;
+    - ``read_only(op) -> bool``: this known-outcome op leaves the state unchanged in every
+      state it fits (so when it fits now it is linearized at once, without branching);
     - ``blind(op) -> bool``: this unknown-outcome op leaves the same state whatever the
       state before it;
     - ``effect_class(op) -> Hashable``: unknown-outcome ops of equal classes have the same
       effect in every state.
 
-    The last three only make the search faster; a wrong answer from them makes it wrong.
+    The last four only make the search faster; a wrong answer from them makes it wrong.
     """
 
     name: str
@@ -413,6 +432,12 @@ class KVModel:
     def effect_class(self, op: Op) -> Hashable:
         """Optional hook: unknown-outcome ops with equal classes have the same effect."""
         return (self.KINDS[op.kind], freeze(op.value), freeze(op.expected))
+
+    def read_only(self, op: Op) -> bool:
+        """Optional hook: ``op`` (of known outcome) leaves the state as it found it in every
+        state it fits: a read, a cas or delete that answered False."""
+        kind = self.KINDS[op.kind]
+        return kind == "get" or (kind in ("cas", "delete") and op.result is False)
 
     def blind(self, op: Op) -> bool:
         """Optional hook: ``op`` (of unknown outcome) leaves the same state whatever the state
@@ -590,6 +615,8 @@ def _search(ops: Sequence[Op], model: Model, deadline: float, max_states: int,
     unknown = [op.unknown for op in ops]
     is_blind = getattr(model, "blind", None)
     blind = [bool(u and is_blind is not None and is_blind(op)) for u, op in zip(unknown, ops)]
+    is_read_only = getattr(model, "read_only", None)
+    read_only = [bool(op.known and is_read_only is not None and is_read_only(op)) for op in ops]
     effect_class = getattr(model, "effect_class", None)
     same_as = [effect_class(op) if u and effect_class is not None else i
                for i, (u, op) in enumerate(zip(unknown, ops))]
@@ -645,17 +672,17 @@ def _search(ops: Sequence[Op], model: Model, deadline: float, max_states: int,
             elif not u_set & bit[i]:
                 pending.append(i)
             e = nxt[e]
-        # A known op that may go next, fits the state and leaves it unchanged (a read, a
-        # failed cas) can go first in any order that places it later -- it changes nothing
-        # for the others, and nothing that may go next completed before it began -- so it
-        # is the only move worth trying here.
+        # A read-only op (one that never changes the state: a read, a failed cas) that may
+        # go next and fits the state can go first in any order that places it later -- it
+        # changes nothing for the others, and nothing that may go next completed before it
+        # began -- so it is the only move worth trying here.
         for i in calls:
-            tick()
-            ok, new_state = step(state, ops[i])
-            if ok and new_state == state:
-                calls = [i]
-                pending = []
-                break
+            if read_only[i]:
+                tick()
+                if step(state, ops[i])[0]:
+                    calls = [i]
+                    pending = []
+                    break
         #       K      calls  runs                  run, call, pending, via, run to via
         return [k_set, calls, [(u_set, state, ())], 0, 0, pending, via, ()]
 
@@ -896,7 +923,7 @@ def _explain(label: Hashable, ops: list[Op], model: Model, timeout_s: float,
     for i in blamed:
         op = sub[i]
         lines.append(f"  {_describe(model, op)}")
-        if explain is not None:
+        if explain is not None and res.status == _VIOLATION:
             lines.append(f"  why: {explain(op, res.rejected.get(i, []), ops)}")
     bad = {sub[i].id for i in blamed}
     bad_ops = [sub[i] for i in blamed]
