@@ -64,7 +64,7 @@ class GossipDriver:
         self._timer = CoreTimer(self._loop, self._tick)
         self._core = Swim(self.node_id, address, meta=meta, config=self.config, rng=self._rng,
                           now_ms=self._now_ms())
-        self._schedule()
+        self._timer.arm(self._core.next_deadline_ms())
 
     def join(self, seeds: list[str]) -> None:
         self._run(self._core.join(seeds, self._now_ms()))
