@@ -12,6 +12,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--seeds", type=int, default=None,
                      help=f"how many seeds each simulation test tries (default {DEFAULT_SIM_SEEDS}, "
                           "or $MESH_SIM_SEEDS)")
+    parser.addoption("--seed-start", type=int, default=0,
+                     help="the first seed (to spread a long run over several processes or days)")
 
 
 def run_async(fn: Callable[[], Awaitable[Any]]) -> Any:

@@ -28,8 +28,9 @@ def seed_count(config: pytest.Config) -> int:
 
 @pytest.fixture(scope="session")
 def seeds(request: pytest.FixtureRequest) -> range:
-    """The seeds a simulation test loops over: ``range(--seeds)``."""
-    return range(seed_count(request.config))
+    """The seeds a simulation test loops over: ``--seeds`` of them from ``--seed-start``."""
+    start = request.config.getoption("--seed-start")
+    return range(start, start + seed_count(request.config))
 
 
 @pytest.fixture(scope="session")
