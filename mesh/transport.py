@@ -22,7 +22,13 @@ Theory of operation
   ZeroMQ reconnects by itself; when a restarted peer comes back the link goes up again.
 * The ROUTER uses ROUTER_MANDATORY (an unroutable reply is an error we count, not a silent
   drop) and ROUTER_HANDOVER (a restarted peer with the same id takes its identity over).
-* ZMTP heartbeats detect a peer that hangs or a link that dies silently.
+* No ZMTP heartbeats: gossip (SWIM) finds a peer that hangs or a link that dies silently,
+  and libzmq 4.3.5 aborts (``!_io_error``, stream_engine_base.cpp) when a heartbeat fires on
+  a connection whose peer went away while its input was held back at the high-water mark.
+  ``heartbeat_ivl_ms`` turns them back on for links without gossip.
+* A node that stops keeps its ROUTER open until its peers hang up (:meth:`wait_hangups`):
+  replies it sent just before closing were seen lost in flight when the ROUTER closed right
+  after them, linger or not, so the *reader* decides when the connection is done with.
 
 Every queue is bounded: ZeroMQ high-water marks, and ``max_outbox_bytes`` per destination
 above which senders get :class:`~mesh.errors.Overloaded`.
@@ -45,6 +51,7 @@ FrameHandler = Callable[[str, bytes, bool], None]   # (peer key, frame, arrived 
 LinkHandler = Callable[[str, bool], None]           # (peer key, up)
 
 _MONITOR_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+_ROUTER_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
 # Plain ints: pyzmq's enum flags cost an enum construction per call on the hot path.
 _NOBLOCK = int(zmq.NOBLOCK)
 _NOBLOCK_SNDMORE = int(zmq.NOBLOCK | zmq.SNDMORE)
@@ -64,7 +71,7 @@ class TransportConfig:
     drain_budget: int = 512              # frames read per wake-up before yielding to the loop
     reconnect_ivl_ms: int = 100
     reconnect_ivl_max_ms: int = 2000
-    heartbeat_ivl_ms: int = 1000
+    heartbeat_ivl_ms: int = 0            # ZMTP heartbeats off (see the module docstring)
     heartbeat_timeout_ms: int = 3000
     retry_ms: float = 1.0                # wait before retrying a send refused at the high-water mark
     linger_ms: int = 200                 # on close, how long unsent frames may still go out
@@ -110,6 +117,9 @@ class Transport:
         self._on_link = on_link
         self._ctx: zmq.Context | None = None
         self._router: zmq.Socket | None = None
+        self._router_monitor: zmq.Socket | None = None
+        self._inbound: set[int] = set()            # fds of peers' connections to our ROUTER
+        self._all_hung_up: asyncio.Event | None = None
         self._router_outs: dict[str, _Outbox] = {}
         self._links: dict[str, _Link] = {}
         self._idents: dict[bytes, str] = {}   # routing id -> peer key, cached decode
@@ -142,18 +152,38 @@ class Transport:
             raise OSError(f"cannot bind {self.bind_address}: {exc}") from exc
         self.address = r.getsockopt_string(zmq.LAST_ENDPOINT)
         self._router = r
+        self._router_monitor = r.get_monitor_socket(_ROUTER_EVENTS)
+        self._loop.add_reader(self._router_monitor.getsockopt(zmq.FD), self._drain_router_monitor)
         self._loop.add_reader(r.getsockopt(zmq.FD), self._drain, r)
         self._drain(r)   # the edge may already have passed
         return self.address
+
+    async def wait_hangups(self, timeout: float) -> int:
+        """Wait (up to ``timeout`` s) until no peer is connected to our ROUTER; return how
+        many still are. Peers hang up once they have read our last replies, after our
+        goodbye, so closing after this loses no answer in flight."""
+        self._drain_router_monitor()
+        if self._inbound:
+            self._all_hung_up = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._all_hung_up.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                self._all_hung_up = None
+        return len(self._inbound)
 
     def close(self) -> None:
         """Flush what is queued, then close every socket (after at most ``linger_ms``)."""
         if self._ctx is None:
             return
         self._flush_dirty()
-        for key in list(self._links):
-            self.disconnect(key)
+        self.disconnect_all()
         if self._router is not None:
+            self._loop.remove_reader(self._router_monitor.getsockopt(zmq.FD))
+            self._router.disable_monitor()
+            self._router_monitor.close(0)
+            self._router_monitor = None
             self._loop.remove_reader(self._router.getsockopt(zmq.FD))
             self._router.close(self.config.linger_ms)
             self._router = None
@@ -167,9 +197,10 @@ class Transport:
         sock.setsockopt(zmq.LINGER, c.linger_ms)
         sock.setsockopt(zmq.RECONNECT_IVL, c.reconnect_ivl_ms)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, c.reconnect_ivl_max_ms)
-        sock.setsockopt(zmq.HEARTBEAT_IVL, c.heartbeat_ivl_ms)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, c.heartbeat_timeout_ms)
-        sock.setsockopt(zmq.HEARTBEAT_TTL, c.heartbeat_timeout_ms)
+        if c.heartbeat_ivl_ms:
+            sock.setsockopt(zmq.HEARTBEAT_IVL, c.heartbeat_ivl_ms)
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, c.heartbeat_timeout_ms)
+            sock.setsockopt(zmq.HEARTBEAT_TTL, c.heartbeat_timeout_ms)
 
     # -- links -------------------------------------------------------------------------------
 
@@ -227,6 +258,10 @@ class Transport:
         link.sock.close(self.config.linger_ms)
         link.up = False
 
+    def disconnect_all(self) -> None:
+        for key in list(self._links):
+            self.disconnect(key)
+
     def is_up(self, key: str) -> bool:
         link = self._links.get(key)
         return link is not None and link.up
@@ -257,6 +292,19 @@ class Transport:
                 self._on_link(link.key, False)
             if self._links.get(link.key) is not link:
                 return   # the handler closed this link
+
+    def _drain_router_monitor(self) -> None:
+        while self._router_monitor is not None:
+            try:
+                event = recv_monitor_message(self._router_monitor, zmq.NOBLOCK)
+            except zmq.ZMQError:   # Again, or closed
+                break
+            if event["event"] == zmq.EVENT_ACCEPTED:
+                self._inbound.add(event["value"])
+            else:
+                self._inbound.discard(event["value"])
+        if not self._inbound and self._all_hung_up is not None:
+            self._all_hung_up.set()
 
     # -- sending -----------------------------------------------------------------------------
 

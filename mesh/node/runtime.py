@@ -76,14 +76,15 @@ class Node:
     ``bind`` may use a wildcard port (``tcp://127.0.0.1:*``); :attr:`address` is the bound
     endpoint once started. ``seeds`` are addresses of nodes to join through. ``default_timeout``
     (seconds) applies to calls made without ``timeout=``; ``join_timeout`` bounds how long
-    :meth:`start` waits for the seeds and the peers they name. ``gossip`` tunes SWIM
-    (:class:`~mesh.swim.config.SwimConfig`); ``load_interval`` (seconds) is how often the
+    :meth:`start` waits for the seeds and the peers they name; on :meth:`stop`, handlers get
+    ``drain_timeout`` to finish and peers ``hangup_timeout`` to read the last replies.
+    ``gossip`` tunes SWIM (:class:`~mesh.swim.config.SwimConfig`); ``load_interval`` (seconds) is how often the
     node's load summary is looked at for re-publication.
     """
 
     def __init__(self, node_id: str, bind: str = "tcp://127.0.0.1:*", seeds: Iterable[str] = (),
                  data_dir: str | os.PathLike | None = None, *, default_timeout: float = 30.0,
-                 join_timeout: float = 10.0, drain_timeout: float = 5.0,
+                 join_timeout: float = 10.0, drain_timeout: float = 5.0, hangup_timeout: float = 1.0,
                  limits: Any = None, transport: TransportConfig | None = None, seed: int | None = None,
                  gossip: SwimConfig | None = None, load_interval: float = 5.0,
                  raft_voters: Iterable[str] = (), raft: RaftConfig | None = None) -> None:
@@ -99,6 +100,7 @@ class Node:
         self.default_timeout = default_timeout
         self.join_timeout = join_timeout
         self.drain_timeout = drain_timeout
+        self.hangup_timeout = hangup_timeout
         self.limits = limits if limits is not None else codec.DEFAULT_LIMITS
         self.implementation = IMPLEMENTATION
         self.boot = time.time_ns()
@@ -113,6 +115,7 @@ class Node:
         self._metas: dict[str, NodeMeta] = {}            # member id -> its published metadata
         self._routed_topics: dict[str, tuple[str, ...]] = {}
         self._links_down: set[str] = set()
+        self._hanging_up: set[str] = set()   # left; our link closes when our calls to it end
         self._load: dict[str, float] = {"handlers": 0.0, "calls_per_s": 0.0}
         self._load_mark = (0.0, 0)
         self._load_timer: asyncio.TimerHandle | None = None
@@ -227,6 +230,12 @@ class Node:
             self._raft.close()
         self._gossip.leave()
         self._gossip.close()
+        # Our calls are over: hang up on every peer, then keep our ROUTER open until they have
+        # hung up on us too, which they do once they have read our last replies.
+        self._transport.disconnect_all()
+        left = await self._transport.wait_hangups(self.hangup_timeout)
+        if left:
+            log.info("closing with %d peers still connected after %.1fs", left, self.hangup_timeout)
         for agent in list(self._agents.values()):
             try:
                 await agent.on_stop()
@@ -416,6 +425,9 @@ class Node:
             return await future
         finally:
             pending.pop(msg_id, None)   # only still there if we were cancelled
+            if self._hanging_up and node in self._hanging_up and \
+                    not any(p.node == node for p in pending.values()):
+                self._close_link(node)   # its last answer is in: let it close
 
     def _arm_deadline_timer(self) -> None:
         when = self._deadlines.next_at()
@@ -657,6 +669,7 @@ class Node:
     def _close_link(self, node: str) -> None:
         self._transport.disconnect(node)
         self._links_down.discard(node)
+        self._hanging_up.discard(node)
 
     def _fail_calls_to(self, node: str, why: str) -> None:
         for msg_id in [m for m, p in self._pending.items() if p.node == node]:
@@ -680,6 +693,7 @@ class Node:
                 self._links_down.discard(m.id)
             if kind is EventKind.JOINED or old is None:
                 log.info("member %s joined at %s with %d agents", m.id, m.address, len(meta.agents))
+            self._hanging_up.discard(m.id)
             if not self._stopping:
                 self._transport.connect(m.id, m.address)
             self._route(m.id)
@@ -692,11 +706,14 @@ class Node:
             self._fail_calls_to(m.id, f"node {m.id} is dead")
         elif kind is EventKind.LEFT:
             # A node that leaves has drained its handlers first, but its last replies travel
-            # on our link to it while its goodbye came by gossip, possibly overtaking them:
-            # calls in flight fail only when that link drops (see _on_link).
+            # on our link to it while its goodbye came on another connection, possibly
+            # overtaking them. It keeps its end open until we hang up, which we do once our
+            # calls to it have their answers (see _call_remote), or when the link drops.
             log.info("member %s left", m.id)
             self._unroute(m.id, "left")
-            if not self._transport.is_up(m.id):
+            if any(p.node == m.id for p in self._pending.values()):
+                self._hanging_up.add(m.id)
+            else:
                 self._close_link(m.id)
         elif kind is EventKind.REAPED:
             self._metas.pop(m.id, None)

@@ -160,9 +160,6 @@ def test_kill_9_gives_unreachable_then_restart_reconnects(cluster):
     run_async(main)
 
 
-@pytest.mark.xfail(strict=False, reason="KNOWN BUG since gossip landed: in about 1 run of 3 the drained "
-                   "call's reply is lost and the caller gets Unreachable; see the closing note of the "
-                   "gossip session. Remove this marker with the fix.")
 def test_sigterm_lets_in_flight_calls_finish_then_peers_see_it_leave(cluster):
     extra = NodeProcess("n4", [f"{AGENTS}:Calc=calc-4"], join=[cluster["n1"].address]).start()
 
