@@ -5,37 +5,42 @@ write to a voter; a follower forwards it to the leader it knows; the leader repl
 and answers once it is applied. Writes carry ``(client, seq)`` so a retry after a lost
 answer is applied at most once. Reads go through the leader's ReadIndex: linearizable.
 A client sees ``Unavailable`` only when no voter can reach a leader before the timeout.
+
+Watches long-poll any voter for the changes after the revision they have seen (see
+:mod:`mesh.kv.history`): in order, none missed, none twice, across voter failures.
 """
 from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
 
 from mesh.agent import Agent, rpc
 from mesh.errors import MeshError, NotLeader, Timeout, Unavailable, UnknownAgent, Unreachable
-from mesh.kv.machine import CAS, DELETE, PUT, encode_command
+from mesh.kv.election import Lock
+from mesh.kv.machine import CAS, DELETE, GRANT, KEEPALIVE, PUT, REVOKE, encode_command
 
 AGENT_PREFIX = "_raft."
 _RETRYABLE = (NotLeader, Unavailable, Unreachable, UnknownAgent, Timeout)
+_POLL_S = 5.0       # how long a watch's long-poll waits at a voter for the next change
+_BATCH = 1000       # changes per long-poll answer
 
 
 class RaftAgent(Agent):
-    """The door to one voter's Raft group member (hosted by the node itself)."""
+    """The door to one voter's Raft group member (hosted by the node itself). Every method
+    takes the caller's time budget (``timeout``, seconds) last."""
 
     def __init__(self, driver: Any) -> None:
         super().__init__(AGENT_PREFIX + driver.node_id)
         self.driver = driver
 
     @rpc(eager=False)
-    async def propose(self, command: bytes, timeout: float = 5.0) -> Any:
+    async def propose(self, command: bytes, stamp: bool = False, timeout: float = 5.0) -> Any:
         d = self.driver
         if d.is_leader:
-            return await d.propose(command, timeout)
-        leader = d.leader
-        if leader is None or leader == d.node_id:
-            raise Unavailable(f"{d.node_id} knows no leader right now")
-        return await self.node.call(AGENT_PREFIX + leader, "propose", command, timeout, timeout=timeout)
+            return await d.propose(command, timeout, stamp)
+        return await self.node.call(self._leader(), "propose", command, stamp, timeout, timeout=timeout)
 
     @rpc(eager=False)
     async def get(self, key: str, timeout: float = 5.0) -> Any:
@@ -44,18 +49,61 @@ class RaftAgent(Agent):
             await d.read_barrier(timeout)
             value = d.machine.get(key)
             return None if value is None else value.value
-        leader = d.leader
-        if leader is None or leader == d.node_id:
-            raise Unavailable(f"{d.node_id} knows no leader right now")
-        return await self.node.call(AGENT_PREFIX + leader, "get", key, timeout, timeout=timeout)
+        return await self.node.call(self._leader(), "get", key, timeout, timeout=timeout)
+
+    @rpc(eager=False)
+    async def range(self, prefix: str, timeout: float = 5.0) -> list:
+        """[revision, [[key, value, mod_revision], ...]] under ``prefix``, linearizable."""
+        d = self.driver
+        if d.is_leader:
+            await d.read_barrier(timeout)
+            m = d.machine
+            return [m.revision, [[k, v.value, v.mod_rev] for k, v in m.range(prefix)]]
+        return await self.node.call(self._leader(), "range", prefix, timeout, timeout=timeout)
+
+    @rpc(eager=False)
+    async def changes(self, prefix: str, after: int | None, wait: float = 0.0, timeout: float = 5.0) -> list:
+        """[revision, changes]: the changes under ``prefix`` after revision ``after``, each
+        [key, value, revision, deleted], waiting up to ``wait`` s for one; changes is None
+        when they are no longer held (the watcher must start over). ``after`` None: from
+        now. Served by this voter, leader or not: every voter applies the same order."""
+        h, m = self.driver.history, self.driver.machine
+        if after is None:
+            return [m.revision, []]
+        found = h.since(prefix, after, _BATCH)
+        if found == [] and wait > 0:
+            await h.wait(min(wait, timeout))
+            found = h.since(prefix, after, _BATCH)
+        if found is None:
+            return [m.revision, None]
+        top = found[-1].revision if found else 0
+        return [max(m.revision, top), [[c.key, c.value, c.revision, c.deleted] for c in found]]
 
     @rpc
     def status(self) -> dict:
         return self.driver.status()
 
+    def _leader(self) -> str:
+        d = self.driver
+        if d.leader is None or d.leader == d.node_id:
+            raise Unavailable(f"{d.node_id} knows no leader right now")
+        return AGENT_PREFIX + d.leader
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One change seen by :meth:`KV.watch`. ``kind`` is "put" or "delete", or "reset": the
+    watcher fell behind what the voters keep, and the "put" events that follow (same
+    revision) are the whole current state under the prefix."""
+    kind: str
+    key: str
+    value: Any
+    revision: int
+
 
 class KV:
-    """put / get / delete / cas on the mesh's replicated store (see the module docstring)."""
+    """The mesh's replicated store (see the module docstring). Every method takes
+    ``timeout`` (seconds; default: the node's ``default_timeout``)."""
 
     def __init__(self, node: Any) -> None:
         self._node = node
@@ -63,23 +111,72 @@ class KV:
         self._seq = itertools.count(1)
         self._leader_hint: str | None = None
 
-    async def put(self, key: str, value: Any, *, timeout: float | None = None) -> int:
-        """Store ``value`` (anything msgpack can carry); returns the write's revision."""
-        return await self._write(timeout, PUT, key, value, 0)
+    async def put(self, key: str, value: Any, *, lease: int = 0, timeout: float | None = None) -> int:
+        """Store ``value`` (anything msgpack can carry); returns the write's revision. With
+        ``lease`` (from :meth:`grant`) the key is deleted when the lease ends."""
+        return await self._write(timeout, PUT, key, value, lease)
 
     async def delete(self, key: str, *, timeout: float | None = None) -> bool:
         return await self._write(timeout, DELETE, key)
 
-    async def cas(self, key: str, expected: Any, new: Any, *, timeout: float | None = None) -> bool:
+    async def cas(self, key: str, expected: Any, new: Any, *, lease: int = 0,
+                  timeout: float | None = None) -> bool:
         """Set ``key`` to ``new`` if it holds ``expected`` (None: absent; new None: delete)."""
-        return await self._write(timeout, CAS, key, expected, new, 0)
+        return await self._write(timeout, CAS, key, expected, new, lease)
 
     async def get(self, key: str, *, timeout: float | None = None) -> Any:
         """The value a linearizable read sees (None if absent)."""
         return await self._retry(timeout, "get", key)
 
-    async def _write(self, timeout: float | None, op: str, *args: Any) -> Any:
-        return await self._retry(timeout, "propose", encode_command(self._client, next(self._seq), op, *args))
+    async def range(self, prefix: str, *, revision: bool = False, timeout: float | None = None) -> Any:
+        """Every key under ``prefix`` with its value, in one linearizable read: a dict, or
+        with ``revision=True`` (the store's revision at that read, the dict), to
+        :meth:`watch` from."""
+        rev, items = await self._retry(timeout, "range", prefix)
+        found = {k: v for k, v, _ in items}
+        return (rev, found) if revision else found
+
+    def lock(self, name: str, *, ttl: float = 10.0) -> Lock:
+        """A mesh-wide lock: ``async with node.kv.lock("rebalance"): ...`` (see :class:`Lock`)."""
+        return Lock(self, name, f"{self._client}:{next(self._seq)}", ttl)
+
+    async def grant(self, ttl: float, *, timeout: float | None = None) -> int:
+        """A new lease of ``ttl`` seconds (by the leader's clock); returns its id. Keys put
+        with it vanish when it expires, unless :meth:`keepalive` renews it in time."""
+        ttl_ms = int(ttl * 1000)
+        if ttl_ms <= 0:
+            raise ValueError("ttl must be positive")
+        return await self._write(timeout, GRANT, ttl_ms, 0, stamp=True)
+
+    async def keepalive(self, lease: int, *, timeout: float | None = None) -> bool:
+        """Renew ``lease`` for another TTL; False if it has already ended."""
+        return await self._write(timeout, KEEPALIVE, lease, 0, stamp=True)
+
+    async def revoke(self, lease: int, *, timeout: float | None = None) -> bool:
+        """End ``lease`` now, deleting its keys."""
+        return await self._write(timeout, REVOKE, lease)
+
+    async def watch(self, prefix: str, *, after: int | None = None,
+                    timeout: float | None = None) -> AsyncIterator[WatchEvent]:
+        """Yield every change under ``prefix`` after revision ``after`` (default: from now),
+        in revision order, for as long as the caller iterates. Raises ``Unavailable`` only if
+        no voter answers for ``timeout``."""
+        if after is None:
+            after, _ = await self._retry(timeout, "changes", prefix, None, 0.0)
+        while True:
+            revision, found = await self._retry(timeout, "changes", prefix, after, _POLL_S, wait=_POLL_S)
+            if found is None:                         # fell behind the voters' window
+                revision, items = await self._retry(timeout, "range", prefix)
+                yield WatchEvent("reset", prefix, None, revision)
+                for k, v, _ in items:
+                    yield WatchEvent("put", k, v, revision)
+            else:
+                for k, v, rev, deleted in found:
+                    yield WatchEvent("delete" if deleted else "put", k, v, rev)
+            after = max(after, revision)
+
+    async def _write(self, timeout: float | None, op: str, *args: Any, stamp: bool = False) -> Any:
+        return await self._retry(timeout, "propose", encode_command(self._client, next(self._seq), op, *args), stamp)
 
     def _voters(self) -> list[str]:
         names = [n for n in self._node.directory() if n.startswith(AGENT_PREFIX)]
@@ -88,7 +185,9 @@ class KV:
         ordered = hint + local + sorted(names)
         return list(dict.fromkeys(ordered))
 
-    async def _retry(self, timeout: float | None, method: str, arg: Any) -> Any:
+    async def _retry(self, timeout: float | None, method: str, *args: Any, wait: float = 0.0) -> Any:
+        """Call ``method`` on a voter (the leader first, if known), trying the others and again
+        with backoff until ``timeout``. ``wait``: how long the call may legitimately block."""
         node = self._node
         total = node.default_timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
@@ -100,9 +199,11 @@ class KV:
                 left = deadline - loop.time()
                 if left <= 0:
                     break
+                budget = min(left, 5.0)
                 try:
-                    result = await node.call(agent, method, arg, min(left, 5.0), timeout=min(left, 5.0))
-                    self._leader_hint = agent[len(AGENT_PREFIX):]
+                    result = await node.call(agent, method, *args, budget, timeout=budget + wait)
+                    if method != "changes":     # any voter serves those; the others end at the leader
+                        self._leader_hint = agent[len(AGENT_PREFIX):]
                     return result
                 except _RETRYABLE as exc:
                     last = exc

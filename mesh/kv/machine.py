@@ -15,9 +15,9 @@ Theory of operation
   unsure about (its leader died mid-call) with the same pair; the machine remembers the
   last seq and result per client and answers a duplicate from there without applying it
   again. Client sessions are bounded (``max_sessions``, least recently used evicted).
-* **Leases.** ``grant(ttl)`` creates a lease; keys put with it are deleted when it expires
-  (``revoke``, or an ``expire`` command the leader proposes at ``now`` after the deadline)
-  or is not kept alive. Locks and leader-elected singletons are keys under a lease.
+* **Leases.** ``grant(ttl)`` creates a lease; keys put with it are deleted when it is revoked
+  or expires: the leader proposes ``expire`` naming the leases whose deadlines it saw pass
+  (and with which deadline, so a keepalive committed in between wins). Locks and leader-elected singletons are keys under a lease.
 * **Snapshots** are the whole state as msgpack (:meth:`snapshot` / :meth:`restore`).
 """
 from __future__ import annotations
@@ -148,10 +148,15 @@ class KVMachine:
             (lease_id,) = args
             return self._revoke(index, lease_id, changes)
         if op == EXPIRE:
-            (now_ms,) = args
-            expired = [lid for lid, lease in self.leases.items() if lease.deadline_ms <= now_ms]
-            for lid in expired:
-                self._revoke(index, lid, changes)
+            # [[lease id, deadline the leader saw pass], ...]: a lease kept alive since (its
+            # deadline moved) survives, so a keepalive racing the expiry wins.
+            (due,) = args
+            expired = []
+            for lease_id, deadline_ms in due:
+                lease = self.leases.get(lease_id)
+                if lease is not None and lease.deadline_ms == deadline_ms:
+                    self._revoke(index, lease_id, changes)
+                    expired.append(lease_id)
             return expired
         raise ValueError(f"unknown operation {op!r}")
 
@@ -191,8 +196,8 @@ class KVMachine:
             self._delete(index, key, changes)
         return True
 
-    def next_lease_deadline(self) -> int | None:
-        return min((lease.deadline_ms for lease in self.leases.values()), default=None)
+    def lease(self, lease_id: int) -> Lease | None:
+        return self.leases.get(lease_id)
 
     # -- snapshots -----------------------------------------------------------------------
 

@@ -18,6 +18,13 @@ Theory of operation
   gets ``Unavailable``. The node must be restarted (its recovery trusts only the disk).
 * Raft messages ride the node's links as envelope kinds 64..70; one that fails validation
   (:mod:`mesh.raft.wire`) or claims another sender is dropped and counted.
+* Every ``snapshot_entries`` applied entries the driver snapshots the state machine (written
+  atomically by the storage, which then drops the log before it); followers too far behind
+  get that snapshot.
+* Leases expire by the leader's wall clock: it stamps grants and keepalives, and proposes
+  ``expire`` for the leases whose deadline it saw pass. A new leader first gives every lease
+  a full TTL from its election (as etcd does), so a failover never expires a lease early.
+* Applied changes go to a bounded :class:`~mesh.kv.history.ChangeHistory` for watchers.
 """
 from __future__ import annotations
 
@@ -25,31 +32,44 @@ import asyncio
 import itertools
 import logging
 import os
+import time
 from random import Random
 from typing import Any
 
 from mesh._core import codec
 from mesh.errors import DecodeError, MeshError, ProtocolError, Timeout, Unavailable
+import msgpack
+
 from mesh.kv import KVMachine
+from mesh.kv.history import ChangeHistory
+from mesh.kv.machine import EXPIRE, encode_command
 from mesh.node.core_timer import CoreTimer
 from mesh.raft import wire
 from mesh.raft.config import RaftConfig
 from mesh.raft.core import Raft
-from mesh.raft.messages import KIND_OF, ConfState, Entry, EntryKind, HardState, Ready, Snapshot, SnapshotMeta
+from mesh.raft.messages import KIND_OF, ConfState, Entry, EntryKind, HardState, Ready, Role, Snapshot, SnapshotMeta
 from mesh.storage import (Entry as StoredEntry, HardState as StoredHardState, RaftStorage,
                           SnapshotMeta as StoredSnapshotMeta, StorageError)
 
 log = logging.getLogger(__name__)
 
+_LEASE_CHECK_MS = 100
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
 
 class ConsensusDriver:
     def __init__(self, node_id: str, voters: tuple[str, ...], data_dir: str, transport: Any,
-                 config: RaftConfig, rng: Random, limits: Any, fsync: bool = True) -> None:
+                 config: RaftConfig, rng: Random, limits: Any, fsync: bool = True,
+                 history: int = 10_000) -> None:
         self.node_id = node_id
         self.voters = voters
         self.path = os.path.join(data_dir, "raft")
         self.config = config
         self.machine = KVMachine()
+        self.history = ChangeHistory(history)
         self._transport = transport
         self._rng = rng
         self._limits = limits
@@ -63,6 +83,9 @@ class ConsensusDriver:
         self._read_ids = itertools.count(1)
         self._applied_waiters: list[tuple[int, asyncio.Future]] = []
         self._failed: BaseException | None = None
+        self._leader_since_ms: int | None = None   # wall clock when we last became leader
+        self._next_lease_check = 0
+        self._expiring: dict[int, int] = {}          # lease -> deadline we proposed to expire
         self.applied = 0          # last committed entry carried out (any kind; the machine skips no-ops)
         self.counters = {"raft_in": 0, "raft_out": 0, "raft_malformed": 0, "raft_readies": 0, "raft_fsyncs": 0}
 
@@ -78,13 +101,14 @@ class ConsensusDriver:
         if snap is not None:
             smeta, data = snap
             self.machine.restore(data)
+            self.history.reset(self.machine.revision)
             meta = SnapshotMeta(smeta.index, smeta.term, wire.decode_conf(smeta.config) if smeta.config
                                 else ConfState(self.voters))
         entries = [Entry(e.index, e.term, e.kind, e.data) for e in st.entries(st.first_index, st.last_index + 1)] \
             if st.last_index >= st.first_index else []
         for e in entries:                   # the state machine catches up with the durable commit
             if e.index <= hs.commit and e.index > self.machine.applied and e.kind == EntryKind.NORMAL:
-                self.machine.apply(e.index, e.data)
+                self.history.record(self.machine.apply(e.index, e.data)[1])
         self._core = Raft(self.node_id, config=self.config, rng=self._rng, now_ms=self._now_ms(),
                           conf=ConfState(self.voters), hard_state=HardState(hs.term, hs.vote, hs.commit),
                           snapshot=meta, entries=entries, applied=hs.commit)
@@ -119,14 +143,23 @@ class ConsensusDriver:
         c = self._core
         return {"id": self.node_id, "role": c.role.name.lower(), "term": c.term, "leader": c.leader,
                 "commit": c.commit, "applied": self.machine.applied, "last_index": c.last_index,
-                "voters": list(c.conf.voters), "failed": repr(self._failed) if self._failed else None}
+                "snapshot_index": c.log.snapshot_index, "revision": self.machine.revision,
+                "voters": list(c.conf.voters), "learners": list(c.conf.learners),
+                "failed": repr(self._failed) if self._failed else None}
 
     # -- client side -------------------------------------------------------------------------
 
-    async def propose(self, command: bytes, timeout: float) -> Any:
-        """Replicate ``command`` and return the state machine's result (leader only)."""
+    async def propose(self, command: bytes, timeout: float, stamp: bool = False) -> Any:
+        """Replicate ``command`` and return the state machine's result (leader only).
+        ``stamp``: the command's last argument is a time, to be set from the leader's clock."""
         self._check()
         core = self._core
+        if stamp and self.is_leader:
+            try:
+                *head, _ = msgpack.unpackb(command, raw=False)
+            except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+                raise ProtocolError(f"malformed command: {exc}") from None
+            command = msgpack.packb([*head, wall_ms()], use_bin_type=True)
         index = core.propose(command, self._now_ms())       # raises NotLeader on a follower
         fut = self._loop.create_future()
         self._waiting[index] = (core.term, fut)
@@ -191,8 +224,43 @@ class ConsensusDriver:
 
     def _tick(self) -> None:
         if self._core is not None and self._failed is None:
-            self._core.tick(self._now_ms())
+            now = self._now_ms()
+            self._core.tick(now)
+            if self._leader_since_ms is not None and now >= self._next_lease_check:
+                self._next_lease_check = now + _LEASE_CHECK_MS
+                self._expire_leases()
             self._process()
+
+    def _expire_leases(self) -> None:
+        """On the leader: propose the expiry of every lease past its deadline, where a lease
+        lives at least a full TTL after our election (its keepalives may have gone to the
+        old leader and be lost)."""
+        now = wall_ms()
+        grace = self._leader_since_ms
+        due = []
+        for lease in self.machine.leases.values():
+            deadline = max(lease.deadline_ms, grace + lease.ttl_ms)
+            if deadline <= now and self._expiring.get(lease.id) != lease.deadline_ms:
+                due.append([lease.id, lease.deadline_ms])
+        self._expiring = {k: v for k, v in self._expiring.items() if k in self.machine.leases}
+        if not due:
+            return
+        try:
+            self._core.propose(encode_command("", 0, EXPIRE, due), self._now_ms())
+        except MeshError as exc:       # lost leadership, or too much uncommitted: next round
+            log.debug("lease expiry not proposed: %s", exc)
+            return
+        self._expiring.update((lease_id, deadline) for lease_id, deadline in due)
+
+    def _maybe_snapshot(self) -> None:
+        core = self._core
+        if self.applied - core.log.snapshot_index < self.config.snapshot_entries or self.applied > core.commit:
+            return
+        meta = SnapshotMeta(self.applied, core.log.term_at(self.applied), core.conf)
+        data = self.machine.snapshot()
+        self._storage.save_snapshot(StoredSnapshotMeta(meta.index, meta.term, wire.encode_conf(meta.conf)), data)
+        core.compact(Snapshot(meta, data))
+        log.debug("raft %s: snapshot at %d (%d bytes)", self.node_id, meta.index, len(data))
 
     def _schedule(self) -> None:
         if self._core is not None and self._failed is None:
@@ -211,6 +279,11 @@ class ConsensusDriver:
             for m in rd.messages:
                 self._send(m)
             self._apply(rd)
+            try:
+                self._maybe_snapshot()
+            except StorageError as exc:
+                self._fail(exc)
+                return
         self._schedule()
 
     def _persist(self, rd: Ready) -> None:
@@ -245,12 +318,19 @@ class ConsensusDriver:
     def _apply(self, rd: Ready) -> None:
         if rd.snapshot is not None:
             self.machine.restore(rd.snapshot.data)
+            self.history.reset(self.machine.revision)
             self.applied = rd.snapshot.meta.index
+        leading = rd.role is Role.LEADER
+        if leading != (self._leader_since_ms is not None):
+            self._leader_since_ms = wall_ms() if leading else None
+            self._expiring.clear()
         for e in rd.committed:
             self.applied = e.index
             result: Any = None
             if e.kind == EntryKind.NORMAL and e.index > self.machine.applied:
-                result, _changes = self.machine.apply(e.index, e.data)
+                result, changes = self.machine.apply(e.index, e.data)
+                if changes:
+                    self.history.record(changes)
             waiting = self._waiting.pop(e.index, None)
             if waiting is not None:
                 term, fut = waiting
@@ -272,7 +352,7 @@ class ConsensusDriver:
                 else:
                     still.append((index, fut))
             self._applied_waiters = still
-        if rd.role.name != "LEADER":
+        if not leading:
             # proposals of a deposed leader may never commit: let their callers retry now
             for index, (term, fut) in list(self._waiting.items()):
                 if term != rd.term and not fut.done():

@@ -37,6 +37,7 @@ from mesh.eager import SYNC_DONE, run_eager
 from mesh.errors import (WIRE_ERRORS, DecodeError, EncodeError, MeshError, ProtocolError, RemoteError,
                          Timeout, Unavailable, UnknownAgent, UnknownMethod, Unreachable)
 from mesh.kv.client import KV, RaftAgent
+from mesh.node.singleton import Singleton
 from mesh.node.consensus import ConsensusDriver
 from mesh.node.deadlines import DeadlineQueue
 from mesh.node.gossip import SEED_PREFIX, GossipDriver
@@ -116,6 +117,7 @@ class Node:
         self._routed_topics: dict[str, tuple[str, ...]] = {}
         self._links_down: set[str] = set()
         self._hanging_up: set[str] = set()   # left; our link closes when our calls to it end
+        self._singletons: dict[str, Singleton] = {}
         self._load: dict[str, float] = {"handlers": 0.0, "calls_per_s": 0.0}
         self._load_mark = (0.0, 0)
         self._load_timer: asyncio.TimerHandle | None = None
@@ -154,10 +156,21 @@ class Node:
     def agents(self) -> dict[str, Agent]:
         return dict(self._agents)
 
-    def add(self, agent: Agent) -> Agent:
-        """Host ``agent`` on this node. On a running node it starts at once and peers learn of it."""
+    def add(self, agent: Agent, *, singleton: bool = False, singleton_ttl: float = 5.0) -> Agent:
+        """Host ``agent`` on this node. On a running node it starts at once and peers learn of it.
+
+        ``singleton=True``: the agent runs on exactly one of the nodes that add it (under the
+        same name), elected through the Raft KV, and moves to another when its node stops or
+        dies (within ``singleton_ttl`` seconds). See :mod:`mesh.node.singleton`."""
         if not isinstance(agent, Agent):
             raise TypeError(f"{agent!r} is not a mesh.Agent")
+        if singleton:
+            if agent.name in self._singletons or agent.name in self._agents:
+                raise ValueError(f"an agent named {agent.name!r} is already on node {self.node_id!r}")
+            runner = self._singletons[agent.name] = Singleton(self, agent, singleton_ttl)
+            if self._started:
+                runner.start()
+            return agent
         if agent.name in self._agents:
             raise ValueError(f"an agent named {agent.name!r} is already on node {self.node_id!r}")
         for pattern, _ in agent.topic_table:
@@ -208,12 +221,16 @@ class Node:
             raise
         for agent in list(self._agents.values()):
             await self._start_agent(agent)
+        for runner in self._singletons.values():
+            runner.start()
 
     async def stop(self) -> None:
         """Stop gracefully: refuse new work, let in-flight handlers finish (up to
         ``drain_timeout``), fail what is left, tell the mesh we leave, stop agents, close sockets."""
         if not self._started or self._stopping:
             return
+        # Singletons first, while the KV still answers: the next holder takes over at once.
+        await asyncio.gather(*(r.stop() for r in self._singletons.values()), return_exceptions=True)
         self._stopping = True
         if self._tasks:
             done, left = await asyncio.wait(set(self._tasks), timeout=self.drain_timeout)

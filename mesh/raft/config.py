@@ -22,6 +22,9 @@ class RaftConfig:
     """Entry bytes per append message."""
     max_uncommitted_bytes: int = 64 << 20
     """Proposals beyond this many uncommitted bytes are refused (Overloaded)."""
+    snapshot_entries: int = 10_000
+    """The node's driver snapshots the state machine and drops the log before it every this
+    many applied entries (the core only compacts when told)."""
 
     def __post_init__(self) -> None:
         lo, hi = self.election_timeout_ms
@@ -29,6 +32,6 @@ class RaftConfig:
             raise ValueError(f"RaftConfig.election_timeout_ms must be (lo, hi) with 0 < lo < hi, got {self.election_timeout_ms}")
         if not 0 < self.heartbeat_ms < lo:
             raise ValueError("RaftConfig.heartbeat_ms must be positive and below election_timeout_ms[0]")
-        for name in ("max_inflight", "max_batch_bytes", "max_uncommitted_bytes"):
+        for name in ("max_inflight", "max_batch_bytes", "max_uncommitted_bytes", "snapshot_entries"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"RaftConfig.{name} must be positive")

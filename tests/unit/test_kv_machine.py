@@ -51,10 +51,10 @@ def test_leases_expire_their_keys_at_the_same_log_position_everywhere():
     lease, _ = m.apply(1, cmd("c", 1, "grant", 1000, 50))
     m.apply(2, cmd("c", 2, "put", "lock", "n1", lease))
     m.apply(3, cmd("c", 3, "put", "plain", 1, 0))
-    assert m.next_lease_deadline() == 1050
+    assert m.lease(lease).deadline_ms == 1050
     assert m.apply(4, cmd("c", 4, "keepalive", lease, 900))[0] is True      # deadline 1900
-    assert m.apply(5, cmd("", 0, "expire", 1500))[0] == []
-    expired, changes = m.apply(6, cmd("", 0, "expire", 1900))
+    assert m.apply(5, cmd("", 0, "expire", [[lease, 1050]]))[0] == []     # kept alive since
+    expired, changes = m.apply(6, cmd("", 0, "expire", [[lease, 1900], [99, 5]]))
     assert expired == [lease] and [c.key for c in changes] == ["lock"]
     assert m.get("lock") is None and m.get("plain").value == 1
     assert isinstance(m.apply(7, cmd("c", 5, "put", "x", 1, lease))[0], ProtocolError)  # lease gone
@@ -89,5 +89,6 @@ def test_snapshot_restores_the_same_state_and_sessions():
     assert b.snapshot() == a.snapshot()
     # both answer a duplicate the same way, and both expire the lease's keys
     assert a.apply(300, cmd("c5", 299, "put", "k1", -1, 0)) == b.apply(300, cmd("c5", 299, "put", "k1", -1, 0))
-    assert a.apply(301, cmd("", 0, "expire", 10_000)) == b.apply(301, cmd("", 0, "expire", 10_000))
+    assert a.apply(301, cmd("", 0, "expire", [[lease, a.lease(lease).deadline_ms]])) == \
+        b.apply(301, cmd("", 0, "expire", [[lease, b.lease(lease).deadline_ms]]))
     assert a.snapshot() == b.snapshot()
