@@ -79,6 +79,22 @@ class RaftAgent(Agent):
         top = found[-1].revision if found else 0
         return [max(m.revision, top), [[c.key, c.value, c.revision, c.deleted] for c in found]]
 
+    @rpc(eager=False)
+    async def reconfigure(self, op: str, node: str, timeout: float = 5.0) -> dict:
+        """A membership change (see ConsensusDriver.reconfigure), done by the leader."""
+        d = self.driver
+        if d.is_leader:
+            return await d.reconfigure(op, node, timeout)
+        return await self.node.call(self._leader(), "reconfigure", op, node, timeout, timeout=timeout)
+
+    @rpc(eager=False)
+    async def progress(self, node: str, timeout: float = 5.0) -> list:
+        """[index ``node`` holds (None if unknown), commit index], from the leader."""
+        d = self.driver
+        if d.is_leader:
+            return [d.match_index(node), d.status()["commit"]]
+        return await self.node.call(self._leader(), "progress", node, timeout, timeout=timeout)
+
     @rpc
     def status(self) -> dict:
         return self.driver.status()
@@ -135,6 +151,39 @@ class KV:
         rev, items = await self._retry(timeout, "range", prefix)
         found = {k: v for k, v, _ in items}
         return (rev, found) if revision else found
+
+    async def members(self, *, timeout: float | None = None) -> dict[str, list[str]]:
+        """The Raft configuration: {"voters": [...], "learners": [...]}."""
+        return await self._retry(timeout, "reconfigure", "none", "")
+
+    async def add_voter(self, node_id: str, *, catch_up_lag: int = 100, timeout: float | None = None) -> dict:
+        """Make ``node_id`` (a node started with ``raft_member=True``) a voter: first a
+        learner that receives the log, then, once it is within ``catch_up_lag`` entries of
+        the commit index, a voter — so adding it never stalls commits while it catches up
+        (Raft thesis 4.2.1). Returns the new configuration."""
+        total = self._node.default_timeout if timeout is None else timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + total
+        conf = await self._retry(total, "reconfigure", "add_learner", node_id)
+        if node_id in conf["voters"]:
+            return conf
+        while True:
+            match, commit = await self._retry(max(0.01, deadline - loop.time()), "progress", node_id)
+            if match is not None and match >= commit - catch_up_lag:
+                break
+            if loop.time() >= deadline:
+                raise Timeout(f"{node_id} did not catch up with the log within {total:g} s")
+            await asyncio.sleep(0.05)
+        return await self._retry(max(0.01, deadline - loop.time()), "reconfigure", "promote", node_id)
+
+    async def add_learner(self, node_id: str, *, timeout: float | None = None) -> dict:
+        """Let ``node_id`` receive the log without voting (a warm standby, or a read replica)."""
+        return await self._retry(timeout, "reconfigure", "add_learner", node_id)
+
+    async def remove_member(self, node_id: str, *, timeout: float | None = None) -> dict:
+        """Take ``node_id`` out of the configuration (voter or learner; the leader too, which
+        then steps down). Returns the new configuration."""
+        return await self._retry(timeout, "reconfigure", "remove", node_id)
 
     def lock(self, name: str, *, ttl: float = 10.0) -> Lock:
         """A mesh-wide lock: ``async with node.kv.lock("rebalance"): ...`` (see :class:`Lock`)."""

@@ -5,7 +5,9 @@ command line wins over the file. The file holds the node settings at top level o
 ``[node]`` table, and may tune gossip in a ``[gossip]`` table whose keys are the fields of
 :class:`mesh.swim.config.SwimConfig` (e.g. ``probe_interval_ms = 500``). A ``[raft]`` table
 names the voters (``voters = ["n1", "n2", "n3"]``, same as ``--raft-voters n1,n2,n3``); a
-node whose id is among them runs Raft and needs ``--data-dir``. The process prints one line ``ready <id> <address>`` on
+node whose id is among them runs Raft and needs ``--data-dir``. ``member = true`` (or
+``--raft-member``) keeps a Raft log on a node that is not a bootstrap voter, so that it can
+be added later (``node.kv.add_voter``). The process prints one line ``ready <id> <address>`` on
 standard output once it has joined, and stops gracefully on SIGINT or SIGTERM.
 """
 from __future__ import annotations
@@ -42,6 +44,7 @@ class NodeConfig:
     drain_timeout: float = 5.0
     gossip: dict[str, int] = field(default_factory=dict)
     raft_voters: list[str] = field(default_factory=list)
+    raft_member: bool = False
 
 
 _TYPES = {"id": str, "bind": str, "join": list, "agent": list, "data_dir": str, "log_level": str,
@@ -73,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--raft-voters", metavar="ID,ID,...",
                    help="the ids of the Raft voters (the same list on every node); a node among them "
                         "keeps the replicated store and needs --data-dir")
+    p.add_argument("--raft-member", action="store_true", default=None,
+                   help="keep a Raft log here though this node is not a bootstrap voter, so it can be "
+                        "added as one later (needs --data-dir)")
     return p
 
 
@@ -93,10 +99,12 @@ def load_config(args: argparse.Namespace) -> NodeConfig:
         values["gossip"] = _check_gossip(args.config, gossip)
         raft = raw.get("raft", {})
         section.pop("raft", None)
-        if not isinstance(raft, dict) or set(raft) - {"voters"}:
-            raise ConfigError(f"{args.config}: the [raft] table takes only 'voters'")
+        if not isinstance(raft, dict) or set(raft) - {"voters", "member"}:
+            raise ConfigError(f"{args.config}: the [raft] table takes only 'voters' and 'member'")
         if "voters" in raft:
             values["raft_voters"] = _check(args.config, "raft.voters", raft["voters"], list)
+        if "member" in raft:
+            values["raft_member"] = _check(args.config, "raft.member", raft["member"], bool)
         for key, value in section.items():
             name = key.replace("-", "_")
             if name not in _TYPES:
@@ -108,6 +116,8 @@ def load_config(args: argparse.Namespace) -> NodeConfig:
             values[name] = flag
     if getattr(args, "raft_voters", None):
         values["raft_voters"] = [v.strip() for v in args.raft_voters.split(",") if v.strip()]
+    if getattr(args, "raft_member", None):
+        values["raft_member"] = True
     cfg = NodeConfig(**values)
     if not cfg.id:
         raise ConfigError("id: a node id is required (--id or 'id' in the config file)")
@@ -116,8 +126,8 @@ def load_config(args: argparse.Namespace) -> NodeConfig:
     for name in ("default_timeout", "join_timeout", "drain_timeout"):
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"{name}: must be positive, got {getattr(cfg, name)}")
-    if cfg.id in cfg.raft_voters and not cfg.data_dir:
-        raise ConfigError(f"data_dir: node {cfg.id!r} is a Raft voter and needs a data folder for its log")
+    if (cfg.id in cfg.raft_voters or cfg.raft_member) and not cfg.data_dir:
+        raise ConfigError(f"data_dir: node {cfg.id!r} keeps a Raft log and needs a data folder for it")
     return cfg
 
 
@@ -178,7 +188,8 @@ async def run(cfg: NodeConfig) -> int:
     agents = [load_agent(spec) for spec in cfg.agent]
     node = mesh.Node(cfg.id, cfg.bind, cfg.join, cfg.data_dir, default_timeout=cfg.default_timeout,
                      join_timeout=cfg.join_timeout, drain_timeout=cfg.drain_timeout,
-                     gossip=SwimConfig(**cfg.gossip), raft_voters=cfg.raft_voters)
+                     gossip=SwimConfig(**cfg.gossip), raft_voters=cfg.raft_voters,
+                     raft_member=cfg.raft_member)
     for agent in agents:
         node.add(agent)
     stop = asyncio.Event()

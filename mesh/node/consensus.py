@@ -95,6 +95,8 @@ class ConsensusDriver:
         self._loop = asyncio.get_running_loop()
         self._timer = CoreTimer(self._loop, self._tick)
         st = self._storage = RaftStorage.open(self.path, fsync=self._fsync)
+        # The bootstrap voters, if we are one; a node added later learns who votes from the log.
+        boot = ConfState(self.voters if self.node_id in self.voters else ())
         hs = st.hard_state
         snap = st.load_snapshot()
         meta = None
@@ -103,14 +105,14 @@ class ConsensusDriver:
             self.machine.restore(data)
             self.history.reset(self.machine.revision)
             meta = SnapshotMeta(smeta.index, smeta.term, wire.decode_conf(smeta.config) if smeta.config
-                                else ConfState(self.voters))
+                                else boot)
         entries = [Entry(e.index, e.term, e.kind, e.data) for e in st.entries(st.first_index, st.last_index + 1)] \
             if st.last_index >= st.first_index else []
         for e in entries:                   # the state machine catches up with the durable commit
             if e.index <= hs.commit and e.index > self.machine.applied and e.kind == EntryKind.NORMAL:
                 self.history.record(self.machine.apply(e.index, e.data)[1])
         self._core = Raft(self.node_id, config=self.config, rng=self._rng, now_ms=self._now_ms(),
-                          conf=ConfState(self.voters), hard_state=HardState(hs.term, hs.vote, hs.commit),
+                          conf=boot, hard_state=HardState(hs.term, hs.vote, hs.commit),
                           snapshot=meta, entries=entries, applied=hs.commit)
         self.applied = hs.commit
         if snap is not None:
@@ -161,6 +163,47 @@ class ConsensusDriver:
                 raise ProtocolError(f"malformed command: {exc}") from None
             command = msgpack.packb([*head, wall_ms()], use_bin_type=True)
         index = core.propose(command, self._now_ms())       # raises NotLeader on a follower
+        return await self._applied_result(index, timeout)
+
+    async def reconfigure(self, op: str, node: str, timeout: float) -> dict[str, list[str]]:
+        """One membership change, on the leader: ``add_learner`` (it receives the log but does
+        not vote), ``promote`` (learner to voter), ``add_voter`` (directly), ``remove``, or
+        ``none`` (just read it). Returns the configuration once the change is committed; a
+        change already in place is a no-op."""
+        self._check()
+        core = self._core
+        voters, learners = list(core.conf.voters), list(core.conf.learners)
+        if op == "add_learner" and node not in voters and node not in learners:
+            learners.append(node)
+        elif op == "add_voter" and node not in voters:
+            voters.append(node)
+            learners = [x for x in learners if x != node]
+        elif op == "promote" and node not in voters:
+            if node not in learners:
+                raise ValueError(f"{node} is not a learner; add it as one first")
+            learners.remove(node)
+            voters.append(node)
+        elif op == "remove" and (node in voters or node in learners):
+            voters = [x for x in voters if x != node]
+            learners = [x for x in learners if x != node]
+        elif op not in ("add_learner", "add_voter", "promote", "remove", "none"):
+            raise ValueError(f"unknown membership change {op!r}")
+        else:
+            await self.read_barrier(timeout)      # no change needed: answer from a current view
+            return self.membership()
+        index = core.propose_conf_change(ConfState(tuple(voters), tuple(learners)), self._now_ms())
+        await self._applied_result(index, timeout)
+        return self.membership()
+
+    def membership(self) -> dict[str, list[str]]:
+        conf = self._core.conf
+        return {"voters": list(conf.voters), "learners": list(conf.learners)}
+
+    def match_index(self, node: str) -> int | None:
+        return self._core.match_index(node) if self.is_leader else None
+
+    async def _applied_result(self, index: int, timeout: float) -> Any:
+        core = self._core
         fut = self._loop.create_future()
         self._waiting[index] = (core.term, fut)
         self._process()

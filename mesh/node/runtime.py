@@ -79,8 +79,12 @@ class Node:
     (seconds) applies to calls made without ``timeout=``; ``join_timeout`` bounds how long
     :meth:`start` waits for the seeds and the peers they name; on :meth:`stop`, handlers get
     ``drain_timeout`` to finish and peers ``hangup_timeout`` to read the last replies.
-    ``gossip`` tunes SWIM (:class:`~mesh.swim.config.SwimConfig`); ``load_interval`` (seconds) is how often the
-    node's load summary is looked at for re-publication.
+    ``gossip`` tunes SWIM (:class:`~mesh.swim.config.SwimConfig`); ``load_interval`` (seconds)
+    is how often the node's load summary is looked at for re-publication.
+
+    Raft: ``raft_voters`` are the bootstrap voters (the same list on every node); a node among
+    them, or with ``raft_member=True`` (to be added later with ``node.kv.add_voter``), keeps a
+    Raft log in ``data_dir``. ``raft`` tunes it (:class:`~mesh.raft.config.RaftConfig`).
     """
 
     def __init__(self, node_id: str, bind: str = "tcp://127.0.0.1:*", seeds: Iterable[str] = (),
@@ -88,7 +92,8 @@ class Node:
                  join_timeout: float = 10.0, drain_timeout: float = 5.0, hangup_timeout: float = 1.0,
                  limits: Any = None, transport: TransportConfig | None = None, seed: int | None = None,
                  gossip: SwimConfig | None = None, load_interval: float = 5.0,
-                 raft_voters: Iterable[str] = (), raft: RaftConfig | None = None) -> None:
+                 raft_voters: Iterable[str] = (), raft: RaftConfig | None = None,
+                 raft_member: bool = False) -> None:
         raw = node_id.encode() if isinstance(node_id, str) else b""
         if not raw or len(raw) > 255 or raw[0] == 0 or node_id.startswith(SEED_PREFIX):
             raise ValueError(f"invalid node id {node_id!r}: 1..255 UTF-8 bytes, not starting with NUL or 'seed:'")
@@ -131,9 +136,9 @@ class Node:
                                     self.limits, self._on_member)
         self.raft_voters = tuple(dict.fromkeys(raft_voters))
         self._raft: ConsensusDriver | None = None
-        if node_id in self.raft_voters:
+        if node_id in self.raft_voters or raft_member:
             if self.data_dir is None:
-                raise ValueError(f"node {node_id!r} is a Raft voter and needs a data_dir for its log")
+                raise ValueError(f"node {node_id!r} keeps a Raft log and needs a data_dir for it")
             self._raft = ConsensusDriver(node_id, self.raft_voters, self.data_dir, self._transport,
                                          raft or RaftConfig(), Random(rng_seed ^ 0x5EED), self.limits)
         self.kv = KV(self)

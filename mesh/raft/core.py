@@ -78,6 +78,7 @@ class Raft:
         self._quorum_deadline = _FAR
         self._transfer_to: str | None = None
         self._transfer_deadline = _FAR
+        self._leaving_at = 0          # leader: index of an uncommitted configuration without us
         self._uncommitted_bytes = 0
         self._read_seq = 0
         self._reads_waiting: list[bytes] = []          # until the leader's no-op commits
@@ -124,6 +125,12 @@ class Raft:
             if self.is_voter(self.id):
                 self._campaign(pre=self.config.pre_vote, transfer=False)
             else:
+                # A learner (or a node whose configuration lags) heard no leader for an
+                # election timeout: its lease is over too. Keeping ``leader`` set would make it
+                # ignore every vote request forever, and it may be a voter of a configuration
+                # it has not learnt is committed: the voters could never elect a leader
+                # (found by the simulator's raft-membership scenario).
+                self.leader = None
                 self._reset_election_timer()
 
     def next_deadline_ms(self) -> int:
@@ -136,6 +143,13 @@ class Raft:
         self._now = now_ms
         if self.role is not Role.LEADER or self._transfer_to is not None:
             raise NotLeader(f"{self.id} is not the leader", leader=self.leader if self.leader != self.id else None)
+        if self._leaving_at > self.log.commit:
+            # A leader removing itself takes nothing after the change: when it commits, the
+            # leader steps down, and a log longer than the remaining voters' would make it
+            # refuse them its vote. Until they learn the change committed they still need
+            # it (configurations take effect when committed): no leader could ever be
+            # elected (found by the simulator's raft-membership scenario).
+            raise NotLeader(f"{self.id} is leaving the configuration", leader=None)
         if self._uncommitted_bytes + len(data) > self.config.max_uncommitted_bytes:
             raise Overloaded(f"{self._uncommitted_bytes} bytes of proposals await commit")
         entry = Entry(self.log.last_index + 1, self.term, kind, data)
@@ -159,7 +173,10 @@ class Raft:
             raise ValueError("a membership change adds or removes one voter at a time")
         if not new:
             raise ValueError("a configuration needs at least one voter")
-        return self.propose(encode_conf(conf), now_ms, EntryKind.CONFIG)
+        index = self.propose(encode_conf(conf), now_ms, EntryKind.CONFIG)
+        if self.id not in conf.voters:
+            self._leaving_at = index
+        return index
 
     def read_index(self, ctx: bytes, now_ms: int) -> None:
         """Register a linearizable read; a ReadState(ctx, index) comes out in a later Ready."""
@@ -358,6 +375,12 @@ class Raft:
         self._quorum_deadline = (self._now + self.config.election_timeout_ms[0]
                                  if self.config.check_quorum else _FAR)
         self._uncommitted_bytes = 0
+        self._leaving_at = 0
+        for i in range(self.log.last_index, self.log.commit, -1):    # (see propose)
+            e = self.log.entry(i)
+            if e.kind == EntryKind.CONFIG:
+                self._leaving_at = i if self.id not in decode_conf(e.data).voters else 0
+                break
         self._append_own([Entry(self.log.last_index + 1, self.term, EntryKind.NOOP)])
 
     def _members(self) -> list[str]:
@@ -446,6 +469,11 @@ class Raft:
             if pr.state is ProgressState.PROBE:
                 pr.become_replicate()
             self._maybe_commit()
+            if self._progress.get(m.src) is not pr:
+                # the commit applied a configuration without m.src, or without us (we stepped
+                # down): there is nothing more to send it (found by the simulator's
+                # raft-membership scenario: a KeyError here)
+                return
         elif pr.state is ProgressState.PROBE:
             pr.probe_sent = False
         while self._send_append(m.src):
@@ -587,14 +615,27 @@ class Raft:
 
     # -- membership ----------------------------------------------------------------------
 
+    def match_index(self, node: str) -> int | None:
+        """On the leader: the last index ``node`` is known to hold (None: not a member)."""
+        if node == self.id:
+            return self.log.last_index
+        pr = self._progress.get(node) if self.role is Role.LEADER else None
+        return None if pr is None else pr.match
+
     def _apply_conf(self, conf: ConfState) -> None:
         self.conf = conf
         if self.role is Role.LEADER:
             for m in self._members():
                 if m != self.id and m not in self._progress:
-                    self._progress[m] = Progress(self.log.last_index + 1)
+                    # Probe from our last entry, not past it: a probe past the end carries
+                    # nothing, _send_append sends none, and in a quiet cluster the new member
+                    # never got its log (found by the simulator's raft-membership scenario).
+                    self._progress[m] = Progress(max(1, self.log.last_index))
             for p in [p for p in self._progress if p not in self._members()]:
                 del self._progress[p]
             if not self.is_voter(self.id):
+                # the remaining voters learn the commit (so the new configuration) now: until
+                # then they count our vote, and we may be gone
+                self._broadcast_heartbeat(0)
                 self._become_follower(self.term, None)
 

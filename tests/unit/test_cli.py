@@ -73,8 +73,21 @@ def test_raft_voters_from_flag_or_table(tmp_path):
     cfg = tmp_path / "node.toml"
     cfg.write_text('[node]\nid = "n2"\ndata_dir = "d"\n[raft]\nvoters = ["n1", "n2"]\n')
     assert parse("--config", str(cfg)).raft_voters == ["n1", "n2"]
-    with pytest.raises(ConfigError, match="data_dir: node 'n1' is a Raft voter"):
+    with pytest.raises(ConfigError, match="data_dir: node 'n1' keeps a Raft log"):
         parse("--id", "n1", "--raft-voters", "n1,n2")
     cfg.write_text('id = "n2"\n[raft]\nvoterz = ["n1"]\n')
-    with pytest.raises(ConfigError, match=r"\[raft\] table takes only 'voters'"):
+    with pytest.raises(ConfigError, match=r"\[raft\] table takes only 'voters' and 'member'"):
+        parse("--config", str(cfg))
+
+
+def test_a_raft_member_is_not_a_bootstrap_voter_but_keeps_a_log(tmp_path):
+    assert parse("--id", "n4", "--data-dir", str(tmp_path), "--raft-member").raft_member is True
+    assert parse("--id", "n4").raft_member is False
+    cfg = tmp_path / "node.toml"
+    cfg.write_text('id = "n4"\ndata_dir = "d"\n[raft]\nvoters = ["n1"]\nmember = true\n')
+    assert parse("--config", str(cfg)).raft_member is True
+    with pytest.raises(ConfigError, match="data_dir: node 'n4' keeps a Raft log"):
+        parse("--id", "n4", "--raft-member")
+    cfg.write_text('id = "n4"\n[raft]\nmember = "yes"\n')
+    with pytest.raises(ConfigError, match="raft.member"):
         parse("--config", str(cfg))
