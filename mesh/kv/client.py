@@ -29,7 +29,8 @@ _BATCH = 1000       # changes per long-poll answer
 
 class RaftAgent(Agent):
     """The door to one voter's Raft group member (hosted by the node itself). Every method
-    takes the caller's time budget (``timeout``, seconds) last."""
+    takes the caller's time budget (``timeout``, seconds) last, and answers [leader, result]:
+    naming the leader (None when any voter serves it) so the client goes there next time."""
 
     def __init__(self, driver: Any) -> None:
         super().__init__(AGENT_PREFIX + driver.node_id)
@@ -39,7 +40,7 @@ class RaftAgent(Agent):
     async def propose(self, command: bytes, stamp: bool = False, timeout: float = 5.0) -> Any:
         d = self.driver
         if d.is_leader:
-            return await d.propose(command, timeout, stamp)
+            return [d.node_id, await d.propose(command, timeout, stamp)]
         return await self.node.call(self._leader(), "propose", command, stamp, timeout, timeout=timeout)
 
     @rpc(eager=False)
@@ -48,7 +49,7 @@ class RaftAgent(Agent):
         if d.is_leader:
             await d.read_barrier(timeout)
             value = d.machine.get(key)
-            return None if value is None else value.value
+            return [d.node_id, None if value is None else value.value]
         return await self.node.call(self._leader(), "get", key, timeout, timeout=timeout)
 
     @rpc(eager=False)
@@ -58,7 +59,7 @@ class RaftAgent(Agent):
         if d.is_leader:
             await d.read_barrier(timeout)
             m = d.machine
-            return [m.revision, [[k, v.value, v.mod_rev] for k, v in m.range(prefix)]]
+            return [d.node_id, [m.revision, [[k, v.value, v.mod_rev] for k, v in m.range(prefix)]]]
         return await self.node.call(self._leader(), "range", prefix, timeout, timeout=timeout)
 
     @rpc(eager=False)
@@ -69,22 +70,22 @@ class RaftAgent(Agent):
         now. Served by this voter, leader or not: every voter applies the same order."""
         h, m = self.driver.history, self.driver.machine
         if after is None:
-            return [m.revision, []]
+            return [None, [m.revision, []]]
         found = h.since(prefix, after, _BATCH)
         if found == [] and wait > 0:
             await h.wait(min(wait, timeout))
             found = h.since(prefix, after, _BATCH)
         if found is None:
-            return [m.revision, None]
+            return [None, [m.revision, None]]
         top = found[-1].revision if found else 0
-        return [max(m.revision, top), [[c.key, c.value, c.revision, c.deleted] for c in found]]
+        return [None, [max(m.revision, top), [[c.key, c.value, c.revision, c.deleted] for c in found]]]
 
     @rpc(eager=False)
     async def reconfigure(self, op: str, node: str, timeout: float = 5.0) -> dict:
         """A membership change (see ConsensusDriver.reconfigure), done by the leader."""
         d = self.driver
         if d.is_leader:
-            return await d.reconfigure(op, node, timeout)
+            return [d.node_id, await d.reconfigure(op, node, timeout)]
         return await self.node.call(self._leader(), "reconfigure", op, node, timeout, timeout=timeout)
 
     @rpc(eager=False)
@@ -92,7 +93,7 @@ class RaftAgent(Agent):
         """[index ``node`` holds (None if unknown), commit index], from the leader."""
         d = self.driver
         if d.is_leader:
-            return [d.match_index(node), d.status()["commit"]]
+            return [d.node_id, [d.match_index(node), d.status()["commit"]]]
         return await self.node.call(self._leader(), "progress", node, timeout, timeout=timeout)
 
     @rpc
@@ -125,6 +126,7 @@ class KV:
         self._node = node
         self._client = f"{node.node_id}:{node.boot}"
         self._seq = itertools.count(1)
+        self._outstanding: set[int] = set()     # seqs of writes still awaiting an answer
         self._leader_hint: str | None = None
 
     async def put(self, key: str, value: Any, *, lease: int = 0, timeout: float | None = None) -> int:
@@ -225,7 +227,14 @@ class KV:
             after = max(after, revision)
 
     async def _write(self, timeout: float | None, op: str, *args: Any, stamp: bool = False) -> Any:
-        return await self._retry(timeout, "propose", encode_command(self._client, next(self._seq), op, *args), stamp)
+        seq = next(self._seq)
+        outstanding = self._outstanding
+        outstanding.add(seq)
+        try:
+            command = encode_command(self._client, seq, op, *args, ack=min(outstanding))
+            return await self._retry(timeout, "propose", command, stamp)
+        finally:
+            outstanding.discard(seq)
 
     def _voters(self) -> list[str]:
         names = [n for n in self._node.directory() if n.startswith(AGENT_PREFIX)]
@@ -250,9 +259,9 @@ class KV:
                     break
                 budget = min(left, 5.0)
                 try:
-                    result = await node.call(agent, method, *args, budget, timeout=budget + wait)
-                    if method != "changes":     # any voter serves those; the others end at the leader
-                        self._leader_hint = agent[len(AGENT_PREFIX):]
+                    leader, result = await node.call(agent, method, *args, budget, timeout=budget + wait)
+                    if leader is not None:
+                        self._leader_hint = leader
                     return result
                 except _RETRYABLE as exc:
                     last = exc

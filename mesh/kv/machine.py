@@ -11,10 +11,13 @@ Theory of operation
   remembers the revision it was created and last modified at (``create_rev``, ``mod_rev``),
   as etcd does. Watches (the node runtime) report changes with their revision, so a watcher
   can resume from where it left off.
-* **Exactly once.** A command carries ``(client, seq)``. A client retries a command it is
-  unsure about (its leader died mid-call) with the same pair; the machine remembers the
-  last seq and result per client and answers a duplicate from there without applying it
-  again. Client sessions are bounded (``max_sessions``, least recently used evicted).
+* **Exactly once.** A command carries ``(client, seq, ack)``. A client retries a command it
+  is unsure about (its leader died mid-call) with the same pair, and may have many commands
+  in flight that commit in any order; ``ack`` is the lowest seq it still awaits an answer
+  for. The machine keeps each client's results from ``ack`` on and answers a duplicate from
+  there without applying it again (Raft thesis 6.3); a seq below ``ack`` can no longer be
+  retried and is refused. Sessions are bounded (``max_sessions`` clients, least recently
+  used evicted; ``max_results`` answers kept per client).
 * **Leases.** ``grant(ttl)`` creates a lease; keys put with it are deleted when it is revoked
   or expires: the leader proposes ``expire`` naming the leases whose deadlines it saw pass
   (and with which deadline, so a keepalive committed in between wins). Locks and leader-elected singletons are keys under a lease.
@@ -60,18 +63,28 @@ class Change:
     deleted: bool = False
 
 
-def encode_command(client: str, seq: int, op: str, *args: Any) -> bytes:
-    return msgpack.packb([client, seq, op, *args], use_bin_type=True)
+def encode_command(client: str, seq: int, op: str, *args: Any, ack: int = 0) -> bytes:
+    """A command for :meth:`KVMachine.apply`. ``client`` "" has no session (not deduplicated)."""
+    return msgpack.packb([client, seq, ack, op, *args], use_bin_type=True)
+
+
+class _Session:
+    __slots__ = ("ack", "results")
+
+    def __init__(self, ack: int = 0) -> None:
+        self.ack = ack
+        self.results: dict[int, Any] = {}     # seq -> answer, for the seqs from ack on
 
 
 class KVMachine:
-    def __init__(self, max_sessions: int = 100_000) -> None:
+    def __init__(self, max_sessions: int = 100_000, max_results: int = 4096) -> None:
         self.data: dict[str, Value] = {}
         self.leases: dict[int, Lease] = {}
         self.revision = 0
         self.applied = 0
         self.max_sessions = max_sessions
-        self._sessions: OrderedDict[str, tuple[int, Any]] = OrderedDict()
+        self.max_results = max_results
+        self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._next_lease = 1
 
     # -- reads (served locally once a ReadIndex says the replica is current) ----------------
@@ -90,26 +103,37 @@ class KVMachine:
             raise ValueError(f"entry {index} applied twice (applied up to {self.applied})")
         self.applied = index
         try:
-            client, seq, op, *args = msgpack.unpackb(command, raw=False)
-            if not isinstance(client, str) or type(seq) is not int:
-                raise TypeError("client must be a string, seq an integer")
+            client, seq, ack, op, *args = msgpack.unpackb(command, raw=False)
+            if not isinstance(client, str) or type(seq) is not int or type(ack) is not int:
+                raise TypeError("client must be a string, seq and ack integers")
         except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
             return ProtocolError(f"malformed command at {index}: {exc}"), []
+        session = None
         if client:
-            done = self._sessions.get(client)
-            if done is not None and seq <= done[0]:
-                self._sessions.move_to_end(client)
-                return (done[1] if seq == done[0] else ProtocolError(f"stale command {client}:{seq}")), []
+            session = self._sessions.get(client)
+            if session is None:
+                session = self._sessions[client] = _Session()
+                while len(self._sessions) > self.max_sessions:
+                    self._sessions.popitem(last=False)
+            self._sessions.move_to_end(client)
+            if seq in session.results:
+                return session.results[seq], []
+            if seq < session.ack:
+                return ProtocolError(f"stale command {client}:{seq} (answered and acknowledged)"), []
         changes: list[Change] = []
         try:
             result = self._run(index, op, args, changes)
         except (TypeError, ValueError, KeyError) as exc:
             result = ProtocolError(f"bad {op!r} command: {exc}")
-        if client:
-            self._sessions[client] = (seq, result)
-            self._sessions.move_to_end(client)
-            while len(self._sessions) > self.max_sessions:
-                self._sessions.popitem(last=False)
+        if session is not None:
+            results = session.results
+            if ack > session.ack:
+                session.ack = ack
+                for old in [s for s in results if s < ack]:
+                    del results[old]
+            results[seq] = result
+            if len(results) > self.max_results:
+                del results[min(results)]
         return result, changes
 
     def _run(self, index: int, op: str, args: list, changes: list[Change]) -> Any:
@@ -206,8 +230,9 @@ class KVMachine:
             "applied": self.applied, "revision": self.revision, "next_lease": self._next_lease,
             "data": [[k, v.value, v.create_rev, v.mod_rev, v.version, v.lease] for k, v in self.data.items()],
             "leases": [[l.id, l.ttl_ms, l.deadline_ms] for l in self.leases.values()],
-            "sessions": [[c, s, {"error": str(r)} if isinstance(r, Exception) else {"ok": r}]
-                         for c, (s, r) in self._sessions.items()],
+            "sessions": [[c, s.ack, [[seq, {"error": str(r)} if isinstance(r, Exception) else {"ok": r}]
+                                     for seq, r in s.results.items()]]
+                         for c, s in self._sessions.items()],
         }, use_bin_type=True)
 
     def restore(self, blob: bytes) -> None:
@@ -219,5 +244,7 @@ class KVMachine:
             self.data[k] = Value(value, create_rev, mod_rev, version, lease)
             if lease in self.leases:
                 self.leases[lease].keys.add(k)
-        self._sessions = OrderedDict(
-            (c, (s, ProtocolError(r["error"]) if "error" in r else r["ok"])) for c, s, r in state["sessions"])
+        self._sessions = OrderedDict()
+        for c, ack, results in state["sessions"]:
+            session = self._sessions[c] = _Session(ack)
+            session.results = {seq: ProtocolError(r["error"]) if "error" in r else r["ok"] for seq, r in results}

@@ -3,8 +3,10 @@ the replicated key-value state machine (:mod:`mesh.kv`).
 
 Theory of operation
 -------------------
-* Each input (a message, a timer, a proposal, a read) steps the core; then :meth:`_process`
-  carries out every pending :class:`~mesh.raft.messages.Ready` in order: persist to
+* Each input (a message, a timer, a proposal, a read) steps the core, and :meth:`_process`
+  runs once at the end of that loop iteration (group commit: the proposals and appends of
+  one iteration share one Ready, one fsync, one message per peer). It carries out every
+  pending :class:`~mesh.raft.messages.Ready` in order: persist to
   :class:`~mesh.storage.RaftStorage` and **fsync** (on the loop: about 0.2 ms here, and it
   keeps the order of effects obvious), then send its messages, then apply committed entries
   to the :class:`~mesh.kv.KVMachine` and answer the proposals and reads waiting on them.
@@ -85,6 +87,8 @@ class ConsensusDriver:
         self._failed: BaseException | None = None
         self._leader_since_ms: int | None = None   # wall clock when we last became leader
         self._next_lease_check = 0
+        self._kicked = False        # a _process is queued for the end of this loop iteration
+        self._closed = False
         self._expiring: dict[int, int] = {}          # lease -> deadline we proposed to expire
         self.applied = 0          # last committed entry carried out (any kind; the machine skips no-ops)
         self.counters = {"raft_in": 0, "raft_out": 0, "raft_malformed": 0, "raft_readies": 0, "raft_fsyncs": 0}
@@ -122,6 +126,7 @@ class ConsensusDriver:
         self._schedule()
 
     def close(self) -> None:
+        self._closed = True
         if self._timer is not None:
             self._timer.cancel()
         for _, fut in self._waiting.values():
@@ -206,7 +211,7 @@ class ConsensusDriver:
         core = self._core
         fut = self._loop.create_future()
         self._waiting[index] = (core.term, fut)
-        self._process()
+        self._kick()
         try:
             result = await asyncio.wait_for(fut, timeout)
         except asyncio.TimeoutError:
@@ -226,7 +231,7 @@ class ConsensusDriver:
         self._reads[ctx] = fut
         try:
             self._core.read_index(ctx, self._now_ms())
-            self._process()
+            self._kick()
             index = await asyncio.wait_for(fut, timeout)
             if self.applied < index:
                 waiter = self._loop.create_future()
@@ -258,7 +263,7 @@ class ConsensusDriver:
         if self._core is None or self._failed is not None:
             return
         self._core.step(msg, self._now_ms())
-        self._process()
+        self._kick()
 
     # -- the Ready loop ----------------------------------------------------------------------
 
@@ -309,8 +314,16 @@ class ConsensusDriver:
         if self._core is not None and self._failed is None:
             self._timer.arm(self._core.next_deadline_ms())
 
+    def _kick(self) -> None:
+        if not self._kicked:
+            self._kicked = True
+            self._loop.call_soon(self._process)
+
     def _process(self) -> None:
+        self._kicked = False
         core = self._core
+        if self._closed:
+            return
         while self._failed is None and core.has_ready():
             rd = core.ready()
             self.counters["raft_readies"] += 1

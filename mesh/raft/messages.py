@@ -104,7 +104,8 @@ class Append:
     entries: tuple[Entry, ...]
     commit: int
     ctx: int = 0            # ReadIndex round this heartbeat confirms leadership for (0 = none)
-    heartbeat: bool = False # no entries and no log check: commit = min(leader commit, follower match)
+    heartbeat: bool = False # no entries and no log check: commit = min(leader commit, follower match);
+                            # prev_index then says how far the leader had sent (echoed in the reply)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +116,8 @@ class AppendResp:
     success: bool
     index: int              # success: the last index now matching; failure: the rejected prev_index;
                             # heartbeat: the follower's last index
-    hint: int = 0           # failure: the follower's last index (lets the leader skip back fast)
+    hint: int = 0           # failure: the follower's last index (lets the leader skip back fast);
+                            # heartbeat: the heartbeat's prev_index, echoed (how far the leader had sent)
     ctx: int = 0
     heartbeat: bool = False
 

@@ -146,12 +146,14 @@ class HardStateFile:
         if fsync:
             os.fsync(dir_fd)
 
-    def write(self, state: HardState) -> None:
-        """Write ``state`` to the slot not holding the current one; durable on return."""
+    def write(self, state: HardState, durable: bool = True) -> None:
+        """Write ``state`` to the slot not holding the current one; durable on return unless
+        ``durable`` is False (then a crash may bring back the previous state: the other
+        slot, or this one if it was written whole — each slot carries its own checksum)."""
         slot = 1 - self._slot
         image = encode_slot(self._seq + 1, state)
         _pwrite_all(self._fd, image, slot * SLOT_BYTES)
-        if self._fsync:
+        if self._fsync and durable:
             _fdatasync(self._fd)
         self._seq += 1
         self._slot = slot

@@ -319,12 +319,17 @@ class RaftStorage:
 
     def sync(self) -> None:
         """Make every append, truncation and hard state set so far durable: the log first,
-        then the hard state (so a durable commit index never points past the durable log)."""
+        then the hard state (so a durable commit index never points past the durable log).
+
+        A change of the commit index alone is written but not fsynced: Raft needs only the
+        term and the vote to survive a crash (a node relearns the commit index from the
+        leader), and one fsync per write, not two, is most of the commit latency."""
         self._check_writable()
         try:
             self._log.sync()
-            if self._hs != self._hs_file.state:
-                self._hs_file.write(self._hs)
+            old = self._hs_file.state
+            if self._hs != old:
+                self._hs_file.write(self._hs, durable=(self._hs.term, self._hs.vote) != (old.term, old.vote))
         except OSError as exc:
             self._fail("sync", exc)
 

@@ -31,10 +31,11 @@ def test_cas_compares_the_current_value_and_none_means_absent():
 
 def test_a_retried_command_is_applied_once_and_answered_again():
     m = KVMachine()
-    first, changes = m.apply(1, cmd("c", 7, "put", "n", 1, 0))
-    again, no_changes = m.apply(2, cmd("c", 7, "put", "n", 99, 0))    # the same (client, seq)
+    first, changes = m.apply(1, cmd("c", 7, "put", "n", 1, 0, ack=7))
+    again, no_changes = m.apply(2, cmd("c", 7, "put", "n", 99, 0, ack=7))    # the same (client, seq)
     assert again == first and no_changes == [] and m.get("n").value == 1
-    assert isinstance(m.apply(3, cmd("c", 6, "put", "n", 5, 0))[0], ProtocolError)   # older seq
+    # below what the client acknowledged: a command it can no longer be waiting for
+    assert isinstance(m.apply(3, cmd("c", 6, "put", "n", 5, 0))[0], ProtocolError)
     assert m.get("n").value == 1
 
 
@@ -92,3 +93,18 @@ def test_snapshot_restores_the_same_state_and_sessions():
     assert a.apply(301, cmd("", 0, "expire", [[lease, a.lease(lease).deadline_ms]])) == \
         b.apply(301, cmd("", 0, "expire", [[lease, b.lease(lease).deadline_ms]]))
     assert a.snapshot() == b.snapshot()
+
+
+def test_a_client_with_many_writes_in_flight_gets_each_applied_once_in_any_order():
+    m = KVMachine()
+    assert m.apply(1, cmd("c", 6, "put", "b", 2, 0, ack=5))[0] == 1      # 6 commits before 5
+    assert m.apply(2, cmd("c", 5, "put", "a", 1, 0, ack=5))[0] == 2
+    assert m.get("a").value == 1 and m.get("b").value == 2
+    assert m.apply(3, cmd("c", 5, "put", "a", 1, 0, ack=5)) == (2, [])    # a retry: answered, not applied
+    assert m.get("a").mod_rev == 2
+    m.apply(4, cmd("c", 7, "put", "c", 3, 0, ack=7))                      # 5 and 6 answered
+    late = m.apply(5, cmd("c", 5, "put", "a", 99, 0, ack=5))[0]
+    assert isinstance(late, ProtocolError) and "stale" in str(late) and m.get("a").value == 1
+    b = KVMachine()
+    b.restore(m.snapshot())
+    assert b.apply(6, cmd("c", 7, "put", "c", 3, 0, ack=7))[0] == 4       # the answer survives a snapshot
