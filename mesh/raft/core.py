@@ -90,6 +90,21 @@ class Raft:
         self._pending_snapshot: Snapshot | None = None
         self._ready_reads: list[ReadState] = []
         self._prev_hs = hard_state
+        # A CONFIG entry in our log proves the one before it committed: its leader proposed it
+        # only once no configuration in its log was uncommitted, and our log matches its log
+        # up to it. A crash can lose the commit index while keeping the entries (the hard
+        # state is written after them); restarting from the older commit index would put us
+        # two configurations behind the newest in our log, whose majorities need not overlap:
+        # we could win an election without entries a newer majority committed (found by the
+        # simulator: leader completeness violated after a torn write, see
+        # tests/sim/test_raft.py::test_a_restart_that_lost_its_commit_index_keeps_the_configuration_its_log_proves).
+        seen_conf = False
+        for i in range(self.log.last_index, self.log.commit, -1):
+            if self.log.entry(i).kind == EntryKind.CONFIG:
+                if seen_conf:
+                    self.log.commit = i
+                    break
+                seen_conf = True
         # configuration entries between the snapshot and the commit index already took effect
         for e in self.log.slice(snap_index + 1, self.log.commit + 1) if self.log.commit > snap_index else ():
             if e.kind == EntryKind.CONFIG:
@@ -439,10 +454,13 @@ class Raft:
 
     def _broadcast_heartbeat(self, ctx: int) -> None:
         """A heartbeat has no entries and no log check; it carries the commit index as far
-        as the follower is known to match. Its reply reports the follower's last index, which
-        is how lost appends and lost snapshots are noticed (see _handle_heartbeat_resp)."""
+        as the follower is known to match, and (as prev_index) how far we had sent it. Its
+        reply reports the follower's last index and echoes that mark: what was sent before
+        the heartbeat arrived before it (one ordered link), so a follower short of the mark
+        lost appends, while appends sent since are merely in flight (see
+        _handle_heartbeat_resp)."""
         for to, pr in self._progress.items():
-            self._send(Append(self.id, to, self.term, 0, 0, (), min(self.log.commit, pr.match), ctx, True))
+            self._send(Append(self.id, to, self.term, pr.next - 1, 0, (), min(self.log.commit, pr.match), ctx, True))
 
     def _handle_append_resp(self, m: AppendResp) -> None:
         if self.role is not Role.LEADER:
@@ -454,7 +472,7 @@ class Raft:
         if m.ctx:
             self._read_acked(m.ctx, m.src)
         if m.heartbeat:
-            self._handle_heartbeat_resp(m.src, pr, m.index)
+            self._handle_heartbeat_resp(m.src, pr, m.index, m.hint)
             return
         if not m.success:
             if pr.state is ProgressState.REPLICATE and m.index <= pr.match:
@@ -481,16 +499,18 @@ class Raft:
         if m.src == self._transfer_to and pr.match == self.log.last_index:
             self._send(TimeoutNow(self.id, m.src, self.term))
 
-    def _handle_heartbeat_resp(self, src: str, pr: Progress, follower_last: int) -> None:
-        """Once per heartbeat: resend what the follower should have by now but lacks."""
+    def _handle_heartbeat_resp(self, src: str, pr: Progress, follower_last: int, sent: int) -> None:
+        """Once per heartbeat: resend what the follower should have by now but lacks.
+        ``sent``: how far we had sent it when the heartbeat left (its echo)."""
+        sent = min(sent, pr.next - 1)
         if pr.state is ProgressState.PROBE:
             pr.probe_sent = False                 # the probe or its reply was lost: probe again
         elif pr.state is ProgressState.REPLICATE:
-            if follower_last < pr.next - 1 and pr.match < self.log.last_index:
-                # appends sent a heartbeat ago have not arrived: lost; resend from its end
+            if follower_last < sent and pr.match < self.log.last_index:
+                # appends sent before the heartbeat have not arrived: lost; resend from its end
                 pr.become_probe()
                 pr.next = max(pr.match + 1, follower_last + 1)
-            elif pr.match < pr.next - 1:
+            elif pr.match < sent:
                 # it may have it all and only its reply was lost: an empty append at the end
                 # of what we sent is checked against its log and draws a fresh reply
                 self._send_append(src, heartbeat=True)
@@ -516,14 +536,21 @@ class Raft:
         self._uncommitted_bytes = max(0, self._uncommitted_bytes
                                       - sum(len(e.data) for e in committed if e.term == self.term))
         self.log.commit = index
+        reconfigured = False
         for e in committed:
             if e.kind == EntryKind.CONFIG:
                 self._apply_conf(decode_conf(e.data))
+                reconfigured = True
         if self._reads_waiting:
             waiting, self._reads_waiting = self._reads_waiting, []
             for ctx in waiting:
                 self._start_read(ctx)
         self._broadcast_heartbeat(0)   # followers learn the new commit index now
+        if reconfigured and self.role is Role.LEADER:
+            # the new voters' majority may hold more already (a voter was removed): count
+            # again now, or in a quiet cluster those entries wait for the next proposal
+            # (found by the simulator's raft-membership scenario)
+            self._maybe_commit()
         return True
 
     # -- replication (follower) ----------------------------------------------------------
@@ -535,7 +562,7 @@ class Raft:
         log = self.log
         if m.heartbeat:
             self._commit_to(min(m.commit, log.last_index))
-            self._send(AppendResp(self.id, m.src, self.term, True, log.last_index, ctx=m.ctx, heartbeat=True))
+            self._send(AppendResp(self.id, m.src, self.term, True, log.last_index, m.prev_index, m.ctx, True))
             return
         if m.prev_index < log.commit:
             self._send(AppendResp(self.id, m.src, self.term, True, log.commit, ctx=m.ctx))

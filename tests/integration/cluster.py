@@ -15,11 +15,18 @@ class NodeProcess:
     """One ``python -m mesh.node`` child. ``start`` waits for its ``ready`` line."""
 
     def __init__(self, node_id: str, agents: list[str], bind: str = "tcp://127.0.0.1:*",
-                 join: list[str] | None = None) -> None:
+                 join: list[str] | None = None, *, data_dir: str | os.PathLike | None = None,
+                 raft_voters: list[str] | None = None, extra_args: list[str] | None = None,
+                 log_file: str | os.PathLike | None = None) -> None:
         self.node_id = node_id
         self.agents = agents
         self.bind = bind
         self.join = join or []
+        self.data_dir = data_dir
+        self.raft_voters = raft_voters or []
+        self.extra_args = extra_args or []
+        # where the child's stderr (its log) goes, appended across restarts; None: inherited
+        self.log_file = log_file
         self.proc: subprocess.Popen | None = None
         self.address = ""
 
@@ -30,8 +37,18 @@ class NodeProcess:
             cmd += ["--join", seed]
         for agent in self.agents:
             cmd += ["--agent", agent]
+        if self.data_dir is not None:
+            cmd += ["--data-dir", os.fspath(self.data_dir)]
+        if self.raft_voters:
+            cmd += ["--raft-voters", ",".join(self.raft_voters)]
+        cmd += self.extra_args
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+        if self.log_file is not None:
+            with open(self.log_file, "ab") as err:
+                self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                             stderr=err, text=True)
+        else:
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
         line = self.proc.stdout.readline() if ready else ""
         if not line.startswith("ready "):
