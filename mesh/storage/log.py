@@ -163,9 +163,11 @@ class SegmentedLog:
 
     @classmethod
     def open(cls, folder: str, dir_fd: int, *, segment_bytes: int, fsync: bool, cache_bytes: int,
-             max_payload: int = MAX_PAYLOAD_BYTES) -> SegmentedLog:
+             max_payload: int = MAX_PAYLOAD_BYTES, must_keep: int = 0) -> SegmentedLog:
         """Recover the log in ``folder``: verify every record, cut a torn tail, raise
-        :class:`CorruptLog` for anything else (see the module docstring)."""
+        :class:`CorruptLog` for anything else (see the module docstring). A tail whose cut
+        would lose entries up to ``must_keep`` (known committed) is not a torn write but
+        damage: CorruptLog, and the file is left as it is for an operator to look at."""
         self = cls(folder, dir_fd, segment_bytes=segment_bytes, fsync=fsync,
                    cache_bytes=cache_bytes, max_payload=max_payload)
         names = sorted((int(m.group(1)), name) for name in os.listdir(folder) if (m := _NAME.match(name)))
@@ -185,6 +187,7 @@ class SegmentedLog:
                     raise CorruptLog(f"{path}: offset 0: {problem}, but a valid record (index {hit[1]}) "
                                      f"follows at offset {hit[0]}", path=path, offset=0)
                 # created by a rotation whose header never landed: it held nothing durable
+                _refuse_cut(path, 0, problem, first - 1, must_keep)
                 log.warning("%s: %s and no valid record; removing it (%d bytes)", path, problem, len(buf))
                 os.unlink(path)
                 self._dir_dirty = True
@@ -203,6 +206,7 @@ class SegmentedLog:
                     raise CorruptLog(f"{where}, but a valid record (index {hit[1]}) follows at offset "
                                      f"{hit[0]}: mid-log corruption, not a torn tail", path=path, offset=res.end)
                 cut = len(buf) - res.end
+                _refuse_cut(path, res.end, res.problem, first + len(res.offsets) - 1, must_keep)
                 log.warning("%s: torn tail: %s; cutting %d bytes at offset %d", path, res.problem, cut, res.end)
                 self._truncate_file(path, res.end)
                 self.recovered_truncated_bytes += cut
@@ -491,3 +495,10 @@ class SegmentedLog:
 def _fdatasync(fd: int) -> None:
     # fdatasync: the data and the size, without the timestamps -- one journal commit less
     (getattr(os, "fdatasync", None) or os.fsync)(fd)
+
+
+def _refuse_cut(path: str, offset: int, problem: str, last_kept: int, must_keep: int) -> None:
+    if last_kept < must_keep:
+        raise CorruptLog(f"{path}: offset {offset}: {problem}; cutting there would lose entries "
+                         f"{last_kept + 1}..{must_keep}, which were committed: committed entries are missing "
+                         "(damage, not a torn write; the file is left untouched)", path=path, offset=offset)

@@ -75,8 +75,11 @@ class RaftStorage:
             has_data = any(is_segment_file(n) or n.endswith(".snap") for n in names)
             hs_file = HardStateFile.open(folder, dir_fd, fsync=fsync, create=not has_data)
             snapshots = SnapshotStore(folder, dir_fd, fsync=fsync)
+            # entries up to the commit index must be in the log unless a snapshot holds them
+            committed = hs_file.state.commit
+            must_keep = 0 if committed <= max(snapshots.indexes(), default=0) else committed
             raft_log = SegmentedLog.open(folder, dir_fd, segment_bytes=segment_bytes, fsync=fsync,
-                                         cache_bytes=cache_bytes)
+                                         cache_bytes=cache_bytes, must_keep=must_keep)
             snapshot = cls._recover_snapshot(snapshots, raft_log)
             cls._reconcile(folder, snapshot, raft_log)
             hs = hs_file.state

@@ -378,9 +378,6 @@ def test_voter_refuses_to_start_when_a_committed_record_is_damaged(cluster, tmp_
     run_async(main)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="BUG: RaftStorage.open cuts the damaged committed record from the "
-                   "segment file (as if it were a torn tail) before it finds the commit index beyond "
-                   "the log and refuses to open, so the evidence an operator needs is destroyed")
 def test_a_voter_that_refuses_to_start_leaves_its_damaged_log_as_it_was(cluster, tmp_path):
     async def main():
         async with client_of(cluster) as client:

@@ -546,8 +546,10 @@ def test_a_torn_tail_that_eats_a_committed_entry_is_an_error(tmp_path):
     fill(tmp_path, 10, commit=10)
     seg = segment_files(tmp_path)[-1]
     os.truncate(seg, seg.stat().st_size - 1)          # looks torn, but 10 was committed
+    size = seg.stat().st_size
     with pytest.raises(CorruptLog, match="committed entries are missing"):
         RaftStorage.open(tmp_path)
+    assert seg.stat().st_size == size                  # the evidence is kept for an operator
 
 
 # ------------------------------------------------------------------------------ mid-log corruption
