@@ -62,6 +62,11 @@ def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _expire(fut: asyncio.Future, why: str) -> None:
+    if not fut.done():
+        fut.set_exception(Timeout(why))
+
+
 class ConsensusDriver:
     def __init__(self, node_id: str, voters: tuple[str, ...], data_dir: str, transport: Any,
                  config: RaftConfig, rng: Random, limits: Any, fsync: bool = True,
@@ -212,11 +217,12 @@ class ConsensusDriver:
         fut = self._loop.create_future()
         self._waiting[index] = (core.term, fut)
         self._kick()
+        # a timer handle, not asyncio.wait_for: this is once per write, and wait_for costs more
+        timer = self._loop.call_later(timeout, _expire, fut, f"entry {index} not applied within {timeout:g} s")
         try:
-            result = await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
-            raise Timeout(f"entry {index} not applied within {timeout:g} s") from None
+            result = await fut
         finally:
+            timer.cancel()
             self._waiting.pop(index, None)
         if isinstance(result, MeshError):
             raise result

@@ -572,7 +572,9 @@ class Node:
             self._handler_failed(peer, env, want_reply, exc)
             return
         if want_reply:
-            self._reply(peer, env, value)
+            # flush=False: the replies of handlers that finish in the same loop iteration
+            # (a Raft commit wakes many at once) leave together, one frame per peer
+            self._reply(peer, env, value, flush=False)
 
     def _handler_failed(self, peer: str, env: Any, want_reply: bool, exc: Exception) -> None:
         self.counters["handler_errors"] += 1
@@ -584,14 +586,14 @@ class Node:
         else:
             log.warning("one-way %s.%s from %s raised %r", env.dst, env.subject, peer, exc)
 
-    def _reply(self, peer: str, env: Any, value: Any) -> None:
+    def _reply(self, peer: str, env: Any, value: Any, flush: bool = True) -> None:
         try:
             data = self._encode(Kind.REPLY, next(self._ids), env.msg_id, env.src, "", value, 0)
         except EncodeError as exc:
             self._reply_error(peer, env, "EncodeError", f"result of {env.dst}.{env.subject}: {exc}",
                               _ORIGIN_HANDLER)
             return
-        self._transport.reply(peer, data)
+        self._transport.reply(peer, data, flush)
 
     def _reply_error(self, peer: str, env: Any, type_name: str, message: str, origin: int) -> None:
         self.counters["errors_out"] += 1
