@@ -41,7 +41,7 @@ class RaftAgent(Agent):
         d = self.driver
         if d.is_leader:
             return [d.node_id, await d.propose(command, timeout, stamp)]
-        return await self.node.call(self._leader(), "propose", command, stamp, timeout, timeout=timeout)
+        return await self.node.call(await self._leader(timeout), "propose", command, stamp, timeout, timeout=timeout)
 
     @rpc(eager=False)
     async def get(self, key: str, timeout: float = 5.0) -> Any:
@@ -50,7 +50,7 @@ class RaftAgent(Agent):
             await d.read_barrier(timeout)
             value = d.machine.get(key)
             return [d.node_id, None if value is None else value.value]
-        return await self.node.call(self._leader(), "get", key, timeout, timeout=timeout)
+        return await self.node.call(await self._leader(timeout), "get", key, timeout, timeout=timeout)
 
     @rpc(eager=False)
     async def range(self, prefix: str, timeout: float = 5.0) -> list:
@@ -60,7 +60,7 @@ class RaftAgent(Agent):
             await d.read_barrier(timeout)
             m = d.machine
             return [d.node_id, [m.revision, [[k, v.value, v.mod_rev] for k, v in m.range(prefix)]]]
-        return await self.node.call(self._leader(), "range", prefix, timeout, timeout=timeout)
+        return await self.node.call(await self._leader(timeout), "range", prefix, timeout, timeout=timeout)
 
     @rpc(eager=False)
     async def changes(self, prefix: str, after: int | None, wait: float = 0.0, timeout: float = 5.0) -> list:
@@ -86,7 +86,7 @@ class RaftAgent(Agent):
         d = self.driver
         if d.is_leader:
             return [d.node_id, await d.reconfigure(op, node, timeout)]
-        return await self.node.call(self._leader(), "reconfigure", op, node, timeout, timeout=timeout)
+        return await self.node.call(await self._leader(timeout), "reconfigure", op, node, timeout, timeout=timeout)
 
     @rpc(eager=False)
     async def progress(self, node: str, timeout: float = 5.0) -> list:
@@ -94,17 +94,20 @@ class RaftAgent(Agent):
         d = self.driver
         if d.is_leader:
             return [d.node_id, [d.match_index(node), d.status()["commit"]]]
-        return await self.node.call(self._leader(), "progress", node, timeout, timeout=timeout)
+        return await self.node.call(await self._leader(timeout), "progress", node, timeout, timeout=timeout)
 
     @rpc
     def status(self) -> dict:
         return self.driver.status()
 
-    def _leader(self) -> str:
+    async def _leader(self, timeout: float) -> str:
+        """The leader's agent; during an election, wait for it (part of ``timeout``) rather
+        than send the client into backoff."""
         d = self.driver
-        if d.leader is None or d.leader == d.node_id:
+        leader = await d.wait_for_leader(min(timeout / 2, 1.0))
+        if leader is None or leader == d.node_id:
             raise Unavailable(f"{d.node_id} knows no leader right now")
-        return AGENT_PREFIX + d.leader
+        return AGENT_PREFIX + leader
 
 
 @dataclass(frozen=True, slots=True)

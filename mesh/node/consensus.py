@@ -94,6 +94,7 @@ class ConsensusDriver:
         self._next_lease_check = 0
         self._kicked = False        # a _process is queued for the end of this loop iteration
         self._closed = False
+        self._leader_waiters: list[asyncio.Future] = []
         self._expiring: dict[int, int] = {}          # lease -> deadline we proposed to expire
         self.applied = 0          # last committed entry carried out (any kind; the machine skips no-ops)
         self.counters = {"raft_in": 0, "raft_out": 0, "raft_malformed": 0, "raft_readies": 0, "raft_fsyncs": 0}
@@ -142,6 +143,24 @@ class ConsensusDriver:
                 fut.set_exception(Unavailable(f"node {self.node_id} is stopping"))
         if self._storage is not None:
             self._storage.close()
+
+    def link_down(self, peer: str) -> None:
+        """Our link to ``peer`` dropped; if it is the leader, elect a new one now."""
+        if self._core is not None and self._failed is None and peer == self._core.leader:
+            self._core.leader_unreachable(self._now_ms())
+            self._schedule()
+
+    async def wait_for_leader(self, timeout: float) -> str | None:
+        """The leader's id, waiting up to ``timeout`` for an election to end."""
+        if self._core is not None and self._core.leader is None and timeout > 0:
+            fut = self._loop.create_future()
+            self._leader_waiters.append(fut)
+            timer = self._loop.call_later(timeout, lambda: fut.done() or fut.set_result(None))
+            try:
+                await fut
+            finally:
+                timer.cancel()
+        return self.leader
 
     @property
     def leader(self) -> str | None:
@@ -383,6 +402,11 @@ class ConsensusDriver:
             self.history.reset(self.machine.revision)
             self.applied = rd.snapshot.meta.index
         leading = rd.role is Role.LEADER
+        if rd.leader is not None and self._leader_waiters:
+            waiters, self._leader_waiters = self._leader_waiters, []
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
         if leading != (self._leader_since_ms is not None):
             self._leader_since_ms = wall_ms() if leading else None
             self._expiring.clear()

@@ -686,6 +686,8 @@ class Node:
         self._links_down.add(key)
         self._unroute(key, "link lost")
         self._fail_calls_to(key, f"node {key} went away before answering")
+        if self._raft is not None:
+            self._raft.link_down(key)
         member = self._gossip.member(key)
         if member is not None and member.state not in _LIVE_STATES:
             self._close_link(key)   # it left or died: stop ZeroMQ reconnecting to it

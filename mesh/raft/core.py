@@ -40,7 +40,7 @@ from __future__ import annotations
 from random import Random
 from typing import Sequence
 
-from mesh.errors import NotLeader, Overloaded, Unavailable
+from mesh.errors import NotLeader, Overloaded, ProtocolError, Unavailable
 from mesh.raft.config import RaftConfig
 from mesh.raft.log import RaftLog
 from mesh.raft.messages import (Append, AppendResp, ConfState, Entry, EntryKind, HardState, InstallSnapshot,
@@ -188,6 +188,12 @@ class Raft:
             raise ValueError("a membership change adds or removes one voter at a time")
         if not new:
             raise ValueError("a configuration needs at least one voter")
+        try:
+            # what every node decodes when the entry commits: an id twice, or both voter and
+            # learner, would make decode_conf raise there, on every node, for good
+            decode_conf(encode_conf(conf))
+        except ProtocolError as exc:
+            raise ValueError(f"not a valid configuration: {exc}") from None
         index = self.propose(encode_conf(conf), now_ms, EntryKind.CONFIG)
         if self.id not in conf.voters:
             self._leaving_at = index
@@ -214,6 +220,17 @@ class Raft:
             self._send(TimeoutNow(self.id, to, self.term))
         else:
             self._send_append(to)
+
+    def leader_unreachable(self, now_ms: int) -> None:
+        """The runtime saw our link to the leader drop (its process died: the kernel closed
+        the connection). Forget it and campaign within a heartbeat instead of waiting a whole
+        election timeout. Safe on a false alarm: only a pre-vote the others would grant can
+        raise the term, and the others still hear a live leader."""
+        self._now = now_ms
+        if self.role is Role.FOLLOWER and self.leader is not None and self.leader != self.id:
+            self.leader = None      # out of its lease: our vote is free for the next election
+            self._election_deadline = min(self._election_deadline,
+                                          now_ms + self._rng.randrange(0, self.config.heartbeat_ms))
 
     def compact(self, snapshot: Snapshot) -> None:
         """The application took ``snapshot`` (at an applied index): drop the log before it."""

@@ -1076,3 +1076,26 @@ def test_the_same_seed_gives_the_same_message_sequence():
     a, b = _scenario(30), _scenario(30)
     assert len(a) > 50 and a == b
     assert _scenario(31) != a, "a different seed changes the election timeouts"
+
+
+def test_a_dropped_link_to_the_leader_starts_an_election_within_a_heartbeat():
+    c = Cluster(ids(3), seed=4)
+    c.elect("n1")
+    c.run(200)
+    t0 = c.now
+    c.crash("n1")
+    for n in ("n2", "n3"):                      # both lose their link to it (the kernel closed it)
+        c.cores[n].leader_unreachable(c.now)
+    assert c.run(LO, until=lambda: c.leader() in ("n2", "n3"))
+    assert c.now - t0 < CONFIG.heartbeat_ms + 20     # not a whole election timeout (>= LO)
+
+
+def test_a_false_alarm_about_a_live_leader_does_not_depose_it():
+    c = Cluster(ids(3), seed=5)
+    leader = c.elect("n1")
+    c.run(200)
+    term = leader.term
+    c.cores["n2"].leader_unreachable(c.now)      # only n2 thinks n1 is gone; n3 still hears it
+    c.run(2000)
+    assert c.leader() == "n1" and leader.term == term
+    assert c.cores["n2"].leader == "n1"             # it follows again at the next heartbeat
