@@ -89,6 +89,7 @@ class Raft:
         self._truncate_from: int | None = None
         self._pending_snapshot: Snapshot | None = None
         self._ready_reads: list[ReadState] = []
+        self._append_due: set[str] = set()             # followers owed an append at the next ready()
         self._prev_hs = hard_state
         # A CONFIG entry in our log proves the one before it committed: its leader proposed it
         # only once no configuration in its log was uncommitted, and our log matches its log
@@ -250,11 +251,17 @@ class Raft:
     # -- output --------------------------------------------------------------------------
 
     def has_ready(self) -> bool:
-        return bool(self._msgs or self._new_entries or self._truncate_from is not None
+        return bool(self._msgs or self._append_due or self._new_entries or self._truncate_from is not None
                     or self._pending_snapshot or self._ready_reads or self.log.commit > self.log.applied
                     or self._hard_state() != self._prev_hs)
 
     def ready(self) -> Ready:
+        if self._append_due:
+            # the proposals since the last Ready go out together: one append per follower
+            due, self._append_due = self._append_due, set()
+            for p in sorted(due):
+                if p in self._progress and self.role is Role.LEADER:
+                    self._send_append(p)
         hs = self._hard_state()
         rd = Ready(hard_state=hs if hs != self._prev_hs else None, truncate_from=self._truncate_from,
                    entries=self._new_entries, snapshot=self._pending_snapshot, messages=self._msgs,
@@ -437,8 +444,7 @@ class Raft:
         self._new_entries.extend(entries)
         self._uncommitted_bytes += sum(len(e.data) for e in entries)
         if not self._maybe_commit():
-            for p in self._progress:
-                self._send_append(p)
+            self._append_due.update(self._progress)     # sent by ready(), batched
 
     def _send_append(self, to: str, heartbeat: bool = False) -> bool:
         pr = self._progress[to]
