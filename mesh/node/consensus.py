@@ -354,16 +354,19 @@ class ConsensusDriver:
         while self._failed is None and core.has_ready():
             rd = core.ready()
             self.counters["raft_readies"] += 1
-            # Requests (appends, votes asked, snapshots) promise nothing about our disk: they go
-            # first, so the followers' fsyncs overlap ours (Raft thesis 10.2.1). Our own entries
-            # count toward a commit only once this call returns, after our fsync: no reply can
-            # be handled before. Responses promise what we persisted: they wait for the fsync.
+            # Requests (appends, snapshots) promise nothing about our disk: they go first, so
+            # the followers' fsyncs overlap ours (Raft thesis 10.2.1; etcd's raft allows the
+            # same). Our own entries count toward a commit only once this call returns, after
+            # our fsync: no reply can be handled before. Responses promise what we persisted,
+            # and a new term or vote must be durable before anyone hears of it: those wait.
+            hs, durable = rd.hard_state, self._storage.hard_state
+            early = hs is None or (hs.term, hs.vote) == (durable.term, durable.vote)
             promises = []
             for m in rd.messages:
-                if isinstance(m, _PROMISES):
-                    promises.append(m)
-                else:
+                if early and not isinstance(m, _PROMISES):
                     self._send(m)
+                else:
+                    promises.append(m)
             try:
                 self._persist(rd)
             except StorageError as exc:
