@@ -37,6 +37,7 @@ class NodeConfig:
     bind: str = "tcp://127.0.0.1:*"
     join: list[str] = field(default_factory=list)
     agent: list[str] = field(default_factory=list)
+    singleton: list[str] = field(default_factory=list)
     data_dir: str | None = None
     log_level: str = "info"
     default_timeout: float = 30.0
@@ -47,7 +48,7 @@ class NodeConfig:
     raft_member: bool = False
 
 
-_TYPES = {"id": str, "bind": str, "join": list, "agent": list, "data_dir": str, "log_level": str,
+_TYPES = {"id": str, "bind": str, "join": list, "agent": list, "singleton": list, "data_dir": str, "log_level": str,
           "default_timeout": float, "join_timeout": float, "drain_timeout": float}
 
 
@@ -64,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="address of a node to join through (repeatable)")
     p.add_argument("--agent", action="append", metavar="MODULE:CLASS[=NAME]",
                    help="agent to host: a mesh.Agent subclass, optionally named (repeatable)")
+    p.add_argument("--singleton", action="append", metavar="MODULE:CLASS[=NAME]",
+                   help="agent to run on exactly one of the nodes that name it, elected through the "
+                        "Raft store; it moves when its node stops or dies (repeatable)")
     p.add_argument("--data-dir", help="folder for this node's durable state")
     p.add_argument("--config", metavar="FILE", help="TOML file with any of these settings (flags win)")
     p.add_argument("--log-level", choices=LOG_LEVELS, help="logging level (default info)")
@@ -186,12 +190,15 @@ async def run(cfg: NodeConfig) -> int:
     from mesh.swim.config import SwimConfig
 
     agents = [load_agent(spec) for spec in cfg.agent]
+    singletons = [load_agent(spec) for spec in cfg.singleton]
     node = mesh.Node(cfg.id, cfg.bind, cfg.join, cfg.data_dir, default_timeout=cfg.default_timeout,
                      join_timeout=cfg.join_timeout, drain_timeout=cfg.drain_timeout,
                      gossip=SwimConfig(**cfg.gossip), raft_voters=cfg.raft_voters,
                      raft_member=cfg.raft_member)
     for agent in agents:
         node.add(agent)
+    for agent in singletons:
+        node.add(agent, singleton=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

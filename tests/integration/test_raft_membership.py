@@ -1,6 +1,7 @@
-"""Raft membership changes on real processes, under a write load: 3 voters grow to 5 (each
-new one a learner first, promoted once caught up) and shrink back to 3, the leader among
-those removed; every acknowledged write is there at the end."""
+"""Raft membership and leases on real processes: 3 voters grow to 5 (each new one a learner
+first, promoted once caught up) and shrink back to 3 under a write load, the leader among
+those removed, and every acknowledged write is there at the end; a singleton agent moves
+when the node running it is killed."""
 from __future__ import annotations
 
 import asyncio
@@ -11,6 +12,8 @@ import mesh
 from mesh.errors import MeshError
 from tests.conftest import run_async
 from tests.integration.cluster import NodeProcess
+
+AGENTS = "tests.integration.agents"
 
 pytestmark = pytest.mark.integration
 
@@ -75,6 +78,50 @@ def test_three_voters_grow_to_five_and_shrink_to_three_under_load(tmp_path):
                 assert await kv.get(key, timeout=10) == value, key
             members = await kv.members()
             assert set(members["voters"]) == set(conf["voters"]) and members["learners"] == []
+    try:
+        run_async(main)
+    finally:
+        for p in procs.values():
+            p.kill()
+
+
+def test_a_singleton_moves_when_its_node_is_killed(tmp_path):
+    """Two nodes offer the same singleton (``--singleton``); kill -9 the one running it: its
+    lease expires and the other takes over, and calls reach it there."""
+    procs = {}
+    first = procs["v1"] = NodeProcess("v1", [], data_dir=tmp_path / "v1", raft_voters=BOOT).start()
+    for name in BOOT[1:]:
+        procs[name] = NodeProcess(name, [], join=[first.address], data_dir=tmp_path / name,
+                                  raft_voters=BOOT).start()
+    for name in ("h1", "h2"):
+        procs[name] = NodeProcess(name, [], join=[first.address],
+                                  extra_args=["--singleton", f"{AGENTS}:Calc=executor"]).start()
+
+    async def where(client):
+        for _ in range(300):
+            try:
+                return await client.call("executor", "whoami", timeout=1.0)
+            except MeshError:
+                await asyncio.sleep(0.05)
+        raise AssertionError("the singleton never answered")
+
+    async def main():
+        async with mesh.Node("client", seeds=[first.address], join_timeout=10) as client:
+            holder = await where(client)
+            assert holder in ("h1", "h2")
+            other = "h2" if holder == "h1" else "h1"
+            procs[holder].kill()
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            while True:                              # calls fail until the lease (5 s) lets h2 in
+                try:
+                    if await client.call("executor", "whoami", timeout=1.0) == other:
+                        break
+                except MeshError:
+                    pass
+                assert loop.time() - t0 < 20, "the singleton did not move"
+                await asyncio.sleep(0.05)
+            assert await client.kv.range("_singletons/") == {"_singletons/executor": other}
     try:
         run_async(main)
     finally:

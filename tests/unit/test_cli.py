@@ -91,3 +91,10 @@ def test_a_raft_member_is_not_a_bootstrap_voter_but_keeps_a_log(tmp_path):
     cfg.write_text('id = "n4"\n[raft]\nmember = "yes"\n')
     with pytest.raises(ConfigError, match="raft.member"):
         parse("--config", str(cfg))
+
+
+def test_singletons_from_flag_or_file(tmp_path):
+    assert parse("--id", "n1", "--singleton", "pkg.mod:Exec=exec").singleton == ["pkg.mod:Exec=exec"]
+    cfg = tmp_path / "node.toml"
+    cfg.write_text('id = "n1"\nsingleton = ["pkg.mod:Exec"]\n')
+    assert parse("--config", str(cfg)).singleton == ["pkg.mod:Exec"]
