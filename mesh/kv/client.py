@@ -38,29 +38,16 @@ class RaftAgent(Agent):
 
     @rpc(eager=False)
     async def propose(self, command: bytes, stamp: bool = False, timeout: float = 5.0) -> Any:
-        d = self.driver
-        if d.is_leader:
-            return [d.node_id, await d.propose(command, timeout, stamp)]
-        return await self.node.call(await self._leader(timeout), "propose", command, stamp, timeout, timeout=timeout)
+        return await self._at_leader("propose", command, stamp, timeout=timeout)
 
     @rpc(eager=False)
     async def get(self, key: str, timeout: float = 5.0) -> Any:
-        d = self.driver
-        if d.is_leader:
-            await d.read_barrier(timeout)
-            value = d.machine.get(key)
-            return [d.node_id, None if value is None else value.value]
-        return await self.node.call(await self._leader(timeout), "get", key, timeout, timeout=timeout)
+        return await self._at_leader("get", key, timeout=timeout)
 
     @rpc(eager=False)
     async def range(self, prefix: str, timeout: float = 5.0) -> list:
         """[revision, [[key, value, mod_revision], ...]] under ``prefix``, linearizable."""
-        d = self.driver
-        if d.is_leader:
-            await d.read_barrier(timeout)
-            m = d.machine
-            return [d.node_id, [m.revision, [[k, v.value, v.mod_rev] for k, v in m.range(prefix)]]]
-        return await self.node.call(await self._leader(timeout), "range", prefix, timeout, timeout=timeout)
+        return await self._at_leader("range", prefix, timeout=timeout)
 
     @rpc(eager=False)
     async def changes(self, prefix: str, after: int | None, wait: float = 0.0, timeout: float = 5.0) -> list:
@@ -83,18 +70,34 @@ class RaftAgent(Agent):
     @rpc(eager=False)
     async def reconfigure(self, op: str, node: str, timeout: float = 5.0) -> dict:
         """A membership change (see ConsensusDriver.reconfigure), done by the leader."""
-        d = self.driver
-        if d.is_leader:
-            return [d.node_id, await d.reconfigure(op, node, timeout)]
-        return await self.node.call(await self._leader(timeout), "reconfigure", op, node, timeout, timeout=timeout)
+        return await self._at_leader("reconfigure", op, node, timeout=timeout)
 
     @rpc(eager=False)
     async def progress(self, node: str, timeout: float = 5.0) -> list:
         """[index ``node`` holds (None if unknown), commit index], from the leader."""
+        return await self._at_leader("progress", node, timeout=timeout)
+
+    async def _at_leader(self, method: str, *args: Any, timeout: float) -> list:
+        """Run ``method`` here if we lead, else forward it to the leader: [leader, result]."""
         d = self.driver
-        if d.is_leader:
-            return [d.node_id, [d.match_index(node), d.status()["commit"]]]
-        return await self.node.call(await self._leader(timeout), "progress", node, timeout, timeout=timeout)
+        if not d.is_leader:
+            return await self.node.call(await self._leader(timeout), method, *args, timeout, timeout=timeout)
+        if method == "propose":
+            command, stamp = args
+            result = await d.propose(command, timeout, stamp)
+        elif method == "reconfigure":
+            result = await d.reconfigure(*args, timeout)
+        elif method == "progress":
+            result = [d.match_index(args[0]), d.status()["commit"]]
+        else:                                       # get, range: linearizable reads
+            await d.read_barrier(timeout)
+            m = d.machine
+            if method == "get":
+                value = m.get(args[0])
+                result = None if value is None else value.value
+            else:
+                result = [m.revision, [[k, v.value, v.mod_rev] for k, v in m.range(args[0])]]
+        return [d.node_id, result]
 
     @rpc
     def status(self) -> dict:

@@ -20,12 +20,17 @@ pytestmark = pytest.mark.integration
 BOOT = ["v1", "v2", "v3"]
 
 
-def test_three_voters_grow_to_five_and_shrink_to_three_under_load(tmp_path):
-    procs = {}
-    first = procs["v1"] = NodeProcess("v1", [], data_dir=tmp_path / "v1", raft_voters=BOOT).start()
+def start_voters(tmp_path) -> dict[str, NodeProcess]:
+    procs = {"v1": NodeProcess("v1", [], data_dir=tmp_path / "v1", raft_voters=BOOT).start()}
     for name in BOOT[1:]:
-        procs[name] = NodeProcess(name, [], join=[first.address], data_dir=tmp_path / name,
+        procs[name] = NodeProcess(name, [], join=[procs["v1"].address], data_dir=tmp_path / name,
                                   raft_voters=BOOT).start()
+    return procs
+
+
+def test_three_voters_grow_to_five_and_shrink_to_three_under_load(tmp_path):
+    procs = start_voters(tmp_path)
+    first = procs["v1"]
     for name in ("v4", "v5"):
         procs[name] = NodeProcess(name, [], join=[first.address], data_dir=tmp_path / name,
                                   raft_voters=BOOT, extra_args=["--raft-member"]).start()
@@ -88,11 +93,8 @@ def test_three_voters_grow_to_five_and_shrink_to_three_under_load(tmp_path):
 def test_a_singleton_moves_when_its_node_is_killed(tmp_path):
     """Two nodes offer the same singleton (``--singleton``); kill -9 the one running it: its
     lease expires and the other takes over, and calls reach it there."""
-    procs = {}
-    first = procs["v1"] = NodeProcess("v1", [], data_dir=tmp_path / "v1", raft_voters=BOOT).start()
-    for name in BOOT[1:]:
-        procs[name] = NodeProcess(name, [], join=[first.address], data_dir=tmp_path / name,
-                                  raft_voters=BOOT).start()
+    procs = start_voters(tmp_path)
+    first = procs["v1"]
     for name in ("h1", "h2"):
         procs[name] = NodeProcess(name, [], join=[first.address],
                                   extra_args=["--singleton", f"{AGENTS}:Calc=executor"]).start()
