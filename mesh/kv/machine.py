@@ -33,6 +33,8 @@ import msgpack
 
 from mesh.errors import ProtocolError
 
+SNAPSHOT_FORMAT = 2   # 2: sessions keep every answer from the client's ack on
+
 # command names
 PUT, DELETE, CAS, GRANT, REVOKE, KEEPALIVE, EXPIRE = "put", "delete", "cas", "grant", "revoke", "keepalive", "expire"
 
@@ -227,7 +229,7 @@ class KVMachine:
 
     def snapshot(self) -> bytes:
         return msgpack.packb({
-            "applied": self.applied, "revision": self.revision, "next_lease": self._next_lease,
+            "format": SNAPSHOT_FORMAT, "applied": self.applied, "revision": self.revision, "next_lease": self._next_lease,
             "data": [[k, v.value, v.create_rev, v.mod_rev, v.version, v.lease] for k, v in self.data.items()],
             "leases": [[l.id, l.ttl_ms, l.deadline_ms] for l in self.leases.values()],
             "sessions": [[c, s.ack, [[seq, {"error": str(r)} if isinstance(r, Exception) else {"ok": r}]
@@ -237,6 +239,12 @@ class KVMachine:
 
     def restore(self, blob: bytes) -> None:
         state = msgpack.unpackb(blob, raw=False)
+        fmt = state.get("format", 1) if isinstance(state, dict) else None
+        if fmt not in (1, SNAPSHOT_FORMAT):
+            raise ProtocolError(f"KV snapshot format {fmt!r} is not one this version reads "
+                                f"(1..{SNAPSHOT_FORMAT}): written by a newer mesh?")
+        if fmt == 1:    # sessions were [client, last seq, answer]: one answer per client
+            state["sessions"] = [[c, seq, [[seq, r]]] for c, seq, r in state["sessions"]]
         self.applied, self.revision, self._next_lease = state["applied"], state["revision"], state["next_lease"]
         self.leases = {lid: Lease(lid, ttl, deadline) for lid, ttl, deadline in state["leases"]}
         self.data = {}

@@ -108,3 +108,16 @@ def test_a_client_with_many_writes_in_flight_gets_each_applied_once_in_any_order
     b = KVMachine()
     b.restore(m.snapshot())
     assert b.apply(6, cmd("c", 7, "put", "c", 3, 0, ack=7))[0] == 4       # the answer survives a snapshot
+
+
+def test_a_snapshot_of_the_older_format_still_restores_and_a_newer_one_is_refused_clearly():
+    import msgpack
+    old = msgpack.packb({"applied": 3, "revision": 3, "next_lease": 1, "data": [["k", 1, 2, 3, 2, 0]],
+                         "leases": [], "sessions": [["c", 3, {"ok": 3}]]}, use_bin_type=True)
+    m = KVMachine()
+    m.restore(old)
+    assert m.get("k").value == 1
+    assert m.apply(4, cmd("c", 3, "put", "k", 9, 0))[0] == 3      # the old session still dedups
+    newer = msgpack.packb({"format": 99}, use_bin_type=True)
+    with pytest.raises(ProtocolError, match="format 99"):
+        KVMachine().restore(newer)
