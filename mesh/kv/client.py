@@ -77,6 +77,11 @@ class RaftAgent(Agent):
         """[index ``node`` holds (None if unknown), commit index], from the leader."""
         return await self._at_leader("progress", node, timeout=timeout)
 
+    @rpc(eager=False)
+    async def transfer(self, to: str | None, timeout: float = 5.0) -> list:
+        """Hand leadership to ``to`` (None: the most caught-up voter); the new leader's id."""
+        return await self._at_leader("transfer", to, timeout=timeout)
+
     async def _at_leader(self, method: str, *args: Any, timeout: float) -> list:
         """Run ``method`` here if we lead, else forward it to the leader: [leader, result]."""
         d = self.driver
@@ -89,6 +94,8 @@ class RaftAgent(Agent):
             result = await d.reconfigure(*args, timeout)
         elif method == "progress":
             result = [d.match_index(args[0]), d.status()["commit"]]
+        elif method == "transfer":
+            result = await d.transfer_leadership(args[0], timeout)
         else:                                       # get, range: linearizable reads
             await d.read_barrier(timeout)
             m = d.machine
@@ -192,6 +199,11 @@ class KV:
         """Take ``node_id`` out of the configuration (voter or learner; the leader too, which
         then steps down). Returns the new configuration."""
         return await self._retry(timeout, "reconfigure", "remove", node_id)
+
+    async def transfer_leader(self, to: str | None = None, *, timeout: float | None = None) -> str | None:
+        """Move Raft leadership to voter ``to`` (None: the most caught-up other voter), e.g.
+        before taking the leader's machine down; returns the leader afterwards."""
+        return await self._retry(timeout, "transfer", to)
 
     def lock(self, name: str, *, ttl: float = 10.0) -> Lock:
         """A mesh-wide lock: ``async with node.kv.lock("rebalance"): ...`` (see :class:`Lock`)."""

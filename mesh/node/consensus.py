@@ -226,6 +226,24 @@ class ConsensusDriver:
         await self._applied_result(index, timeout)
         return self.membership()
 
+    async def transfer_leadership(self, to: str | None, timeout: float) -> str | None:
+        """On the leader: hand leadership to voter ``to`` (None: the one furthest along) and
+        wait (up to ``timeout``) until it leads. Returns the leader then."""
+        core = self._core
+        if not self.is_leader:
+            return self.leader
+        if to is None:
+            others = [v for v in core.conf.voters if v != self.node_id]
+            if not others:
+                return self.node_id
+            to = max(others, key=lambda v: core.match_index(v) or 0)
+        core.transfer_leadership(to, self._now_ms())
+        self._kick()
+        deadline = self._loop.time() + timeout
+        while self.leader != to and self._loop.time() < deadline:
+            await asyncio.sleep(0.005)
+        return self.leader
+
     def membership(self) -> dict[str, list[str]]:
         conf = self._core.conf
         return {"voters": list(conf.voters), "learners": list(conf.learners)}

@@ -249,6 +249,11 @@ class Node:
         if self._load_timer is not None:
             self._load_timer.cancel()
         if self._raft is not None:
+            if self._raft.is_leader:      # hand over now rather than leave the others to time out
+                try:
+                    await self._raft.transfer_leadership(None, min(1.0, self.drain_timeout))
+                except MeshError as exc:
+                    log.info("leadership transfer on stop failed: %s", exc)
             self._raft.close()
         self._gossip.leave()
         self._gossip.close()

@@ -118,3 +118,22 @@ def test_bad_raft_frames_are_dropped_and_counted(tmp_path):
             for n in voters:
                 await n.stop()
     run_async(main)
+
+
+def test_leadership_moves_on_request_and_when_the_leader_stops(tmp_path):
+    async def main():
+        voters = await start_voters(tmp_path)
+        try:
+            await voters[0].kv.put("k", 1, timeout=10)
+            target = next(n for n in voters if not n._raft.is_leader).node_id
+            assert await voters[0].kv.transfer_leader(target) == target
+            assert leader_of(voters).node_id == target
+            old = leader_of(voters)
+            await old.stop()                        # hands over before it goes
+            survivors = [n for n in voters if n is not old]
+            assert leader_of(survivors) is not None and leader_of(survivors)._raft.status()["term"] > 0
+            assert await survivors[0].kv.get("k") == 1
+        finally:
+            for n in voters:
+                await n.stop()
+    run_async(main)
