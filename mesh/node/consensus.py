@@ -402,24 +402,26 @@ class ConsensusDriver:
 
     def _persist(self, rd: Ready) -> None:
         st = self._storage
-        dirty = False
+        dirty = durable = False     # anything to write; anything that needs an fsync
         if rd.snapshot is not None:
             meta = rd.snapshot.meta
             st.save_snapshot(StoredSnapshotMeta(meta.index, meta.term, wire.encode_conf(meta.conf)),
                              rd.snapshot.data)
         if rd.truncate_from is not None and rd.truncate_from <= st.last_index:
             st.truncate_suffix(rd.truncate_from)
-            dirty = True
+            dirty = durable = True
         if rd.entries:
             st.append([StoredEntry(e.index, e.term, int(e.kind), e.data) for e in rd.entries])
-            dirty = True
+            dirty = durable = True
         if rd.hard_state is not None:
-            hs = rd.hard_state
+            hs, old = rd.hard_state, st.hard_state
             st.set_hard_state(StoredHardState(hs.term, hs.vote, hs.commit))
             dirty = True
+            durable = durable or (hs.term, hs.vote) != (old.term, old.vote)
         if dirty:
-            st.sync()
-            self.counters["raft_fsyncs"] += 1
+            st.sync()               # fsyncs only what must survive (see RaftStorage.sync)
+            if durable:
+                self.counters["raft_fsyncs"] += 1
 
     def _send(self, m: Any) -> None:
         data = codec.encode(KIND_OF[type(m)], 0, 0, self.node_id, "", "", wire.to_body(m), 0, 0, 0)
