@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench bench-raft install clean
 
 $(BIN)/activate:
 	$(PY) -m venv $(VENV)
@@ -21,6 +21,10 @@ test:                      ## what CI runs: fresh venv, build, tests on both hot
 bench: install             ## latency/throughput table with ratios; make bench ARGS="--plot"
 	$(BIN)/python -m pip install -q -e ".[bench]"
 	$(BIN)/python -m bench $(ARGS)
+
+bench-raft: install        ## Raft: mesh vs PySyncObj writes/s, latency, failover; ARGS="--quick"
+	$(BIN)/python -m pip install -q -e ".[bench]"
+	$(BIN)/python -m bench.raft --plot $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info mesh/_core/*.so mesh/_core/*.c
