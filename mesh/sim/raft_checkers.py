@@ -32,11 +32,21 @@ event costs about as much as a dict lookup per entry:
   each node applies indexes in order (a snapshot jumps ahead); an applied entry is in the
   applier's own log with the same term.
 - **Durability** (ours: "nothing a client was told is committed may ever be lost"): when an
-  entry is first applied anywhere, a majority of voters must hold it *durably* (log or
-  snapshot; what survives a crash). This catches a leader that counts its own unsynced
-  append, or a follower that acknowledges before its fsync. :meth:`check_acknowledged`
-  checks the end-to-end form after the cluster settled: every acknowledged entry is applied
-  on every node.
+  entry is first applied anywhere, a majority of the voters of the configuration in force
+  for it must hold it *durably* (log or snapshot; what survives a crash). This catches a
+  leader that counts its own unsynced append, or a follower that acknowledges before its
+  fsync. The configuration in force for entry ``i`` is that of the last CONFIG entry before
+  ``i`` (the initial one if none); a majority of the configuration before that one also
+  passes, because a configuration takes effect when committed, so an entry committed
+  together with the CONFIG entry just before it is counted by the old voters, and the two
+  differ by one voter, so their majorities overlap. Learners, removed nodes and spares never
+  count. :meth:`check_acknowledged` checks the end-to-end form after the cluster settled:
+  every acknowledged entry is applied on every member.
+- **Configuration safety** (single-server changes, thesis §4.1): each configuration applied
+  (committed) differs from the one before it by at most one voter and has a voter; and a
+  leader votes in its own configuration -- once the change that removes it is committed, it
+  steps down (:meth:`on_leader_conf`). Configurations are learnt from the applied CONFIG
+  entries, in index order, which state machine safety makes the same on every node.
 
 A violation raises :class:`SafetyViolation` (an ``AssertionError``) whose message names the
 property, the nodes, and the run (seed, virtual time, replay command) from ``where()``.
@@ -45,9 +55,12 @@ The checker never reaches into a core: the harness passes it log views (anything
 """
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import Callable, Iterable, Mapping, Protocol
 
-from mesh.raft.messages import Entry, Role, SnapshotMeta
+from mesh.errors import ProtocolError
+from mesh.raft.messages import ConfState, Entry, EntryKind, Role, SnapshotMeta
+from mesh.raft.wire import decode_conf
 
 
 class SafetyViolation(AssertionError):
@@ -89,10 +102,15 @@ class RaftChecker:
     def __init__(self, voters: Iterable[str], where: Callable[[], str] = lambda: "",
                  durable: Callable[[], Mapping[str, LogView]] | None = None) -> None:
         self.voters = tuple(voters)
+        """The voters of the initial configuration (before any CONFIG entry)."""
+        self.conf_index: list[int] = [0]
+        self.confs: list[ConfState] = [ConfState(self.voters)]
+        """The configurations applied, in index order (``conf_index[k]`` is the CONFIG
+        entry's index; the initial one at 0)."""
         self.where = where
         """Text naming the run (seed, time, replay command): appended to every violation."""
         self.durable = durable
-        """The durable log of every voter (what survives a crash), for the durability check
+        """The durable log of every node (what survives a crash), for the durability check
         at first apply; None switches that check off."""
         self.leaders: dict[int, str] = {}
         self.votes: dict[tuple[str, int], str] = {}
@@ -151,6 +169,22 @@ class RaftChecker:
                           f"its log has term {log.term_at(index)} there "
                           f"(snapshot {log.snap_index}, last index {log.last_index})",
                           (node, self.applied_by[index]))
+
+    def on_leader_conf(self, node: str, term: int, conf: ConfState) -> None:
+        """``node`` leads ``term`` with configuration ``conf`` (its committed one): it must
+        vote in it (a leader whose removal committed steps down at once)."""
+        self.checks += 1
+        if node not in conf.voters and node not in conf.voters_outgoing:
+            self.fail("configuration safety",
+                      f"{node} leads term {term} but is no voter of its committed configuration "
+                      f"(voters {', '.join(conf.voters) or 'none'}; learners "
+                      f"{', '.join(conf.learners) or 'none'})", (node,))
+
+    def conf_for(self, index: int) -> tuple[ConfState, ConfState | None]:
+        """The configuration in force for entry ``index`` (that of the last CONFIG entry
+        applied before it, or the initial one), and the one before that (None if none)."""
+        k = bisect_left(self.conf_index, index) - 1
+        return self.confs[k], (self.confs[k - 1] if k > 0 else None)
 
     def on_crash(self, node: str) -> None:
         """The node's volatile state is gone (a leader check waiting for its log is moot)."""
@@ -258,6 +292,8 @@ class RaftChecker:
             if index > self.max_applied:
                 self.max_applied = index
             self._check_durable_majority(node, entry)
+            if entry.kind == EntryKind.CONFIG:
+                self._check_conf_change(node, entry)
         elif first != entry:
             self.fail("state machine safety",
                       f"{node} applies {_describe(entry)} at index {index}, but "
@@ -268,18 +304,46 @@ class RaftChecker:
                       f"{node} reaches index {index} through a different applied sequence than "
                       f"{self.applied_by[index]}", (node, self.applied_by[index]))
 
+    def _check_conf_change(self, node: str, entry: Entry) -> None:
+        """A CONFIG entry is applied for the first time (all before it were): one voter at
+        most changes, and the configuration is one."""
+        self.checks += 1
+        try:
+            conf = decode_conf(entry.data)
+        except ProtocolError as exc:
+            self.fail("configuration safety",
+                      f"{node} applies CONFIG entry {entry.index} that is no configuration: {exc}",
+                      (node,))
+        prev, _ = self.conf_for(entry.index)
+        changed = set(prev.voters) ^ set(conf.voters)
+        if len(changed) > 1 or conf.voters_outgoing:
+            self.fail("configuration safety",
+                      f"{node} applies CONFIG entry {entry.index} that changes voters "
+                      f"{', '.join(sorted(changed))} at once (voters {', '.join(prev.voters)} -> "
+                      f"{', '.join(conf.voters)}): two majorities need not overlap", (node,))
+        self.conf_index.append(entry.index)
+        self.confs.append(conf)
+
     def _check_durable_majority(self, node: str, entry: Entry) -> None:
         if self.durable is None:
             return
         self.checks += 1
         stores = self.durable()
-        have = [v for v in self.voters if v in stores and holds(stores[v], entry.index, entry.term)]
-        if 2 * len(have) <= len(self.voters):
-            self.fail("durability",
-                      f"{node} applies entry {entry.index} (term {entry.term}) that only "
-                      f"{len(have)} of {len(self.voters)} voters hold durably "
-                      f"({', '.join(have) or 'none'}): a crash could lose a committed entry",
-                      (node, *have))
+        conf, before = self.conf_for(entry.index)
+        for c in (conf, before):
+            if c is None:
+                continue
+            have = [v for v in c.voters if v in stores and holds(stores[v], entry.index, entry.term)]
+            if 2 * len(have) > len(c.voters):
+                return
+        have = [v for v in conf.voters if v in stores and holds(stores[v], entry.index, entry.term)]
+        self.fail("durability",
+                  f"{node} applies entry {entry.index} (term {entry.term}) that only "
+                  f"{len(have)} of the {len(conf.voters)} voters in force hold durably "
+                  f"({', '.join(have) or 'none'} of {', '.join(conf.voters)}"
+                  + (f"; nor a majority of the configuration before, {', '.join(before.voters)}"
+                     if before is not None else "")
+                  + "): a crash could lose a committed entry", (node, *have))
 
     def check_acknowledged(self, acked: Iterable[tuple[int, bytes]],
                            applied_index: Mapping[str, int]) -> None:

@@ -2,24 +2,30 @@
 
 Every run has the safety checkers of :mod:`mesh.sim.raft_checkers` on: they check at every
 event (election safety, votes, log matching, leader completeness, state machine safety,
-durability of what was applied), so any test below also fails on a safety violation, naming
+durability of what was applied, configuration safety), so any test below also fails on a
+safety violation, naming
 its seed and the command that replays it. The scenario tests run
 :data:`mesh.sim.raft_scenarios.SCENARIOS`, the same code ``python -m mesh.sim --scenario raft-*``
 replays. Bounds come from the election timeout (``RaftConfig``: 150..300 ms, heartbeat 50 ms).
 
 The targeted tests at the end each pin one pitfall (or one bug found by this harness) with a
 scripted run: a message dropped on purpose (``cluster.drop``), a crash at a chosen moment.
+The membership tests (``raft-membership`` over many seeds, then scripted) change the
+configuration through the core's own API on the leader (:meth:`RaftCluster.change_membership`).
 """
 from __future__ import annotations
 
 import pytest
 
 from mesh.raft.config import RaftConfig
+from mesh.raft.core import Raft
 from mesh.raft.messages import (Append, AppendResp, ConfState, Entry, EntryKind, InstallSnapshot,
                                 Role, SnapshotMeta)
-from mesh.sim.raft import LogMirror, RaftCluster, command
+from mesh.raft.wire import encode_conf
+from mesh.sim.raft import LogMirror, RaftCluster, command, persistence_ops
 from mesh.sim.raft_scenarios import election_bound_ms, run_scenario, step_down_bound_ms
 from mesh.sim.raft_checkers import RaftChecker, SafetyViolation, chain_hash
+from mesh.sim.raft_workload import Workload
 
 pytestmark = pytest.mark.sim
 
@@ -64,6 +70,47 @@ def test_a_minority_leader_steps_down_and_a_rejoining_node_does_not_disrupt(each
 def test_nemesis_keeps_every_safety_property(each_seed, options):
     options = dict(options)
     scenario(each_seed, "raft-nemesis", options.pop("nodes"), **options)
+
+
+@pytest.mark.parametrize("options", [
+    {"nodes": 3, "steps": 30},
+    {"nodes": 5, "pipeline": True, "snapshot_every": 10, "loss": 0.05, "steps": 30, "fsync_max_ms": 10,
+     "spares": 1},
+], ids=["3-voters-2-spares", "5-voters-1-spare-pipelined-lossy-snapshots"])
+def test_membership_changes_under_the_nemesis_keep_every_safety_property(each_seed, seeds, options):
+    """raft-membership: the nemesis adds learners, promotes them, adds and removes voters
+    (the leader too) while it crashes, partitions and loses. Zero violations, and changes
+    really happen: not a test that passes because the nemesis never got a change in."""
+    options = dict(options)
+    nodes = options.pop("nodes")
+    committed: list[tuple[str, str, str, int, ConfState]] = []
+    voters_seen: set[int] = set()
+
+    def run(seed):
+        c = run_scenario("raft-membership", seed, nodes=nodes, **options).cluster
+        committed.extend(c.conf_changes())
+        voters_seen.update(len(conf.voters) for conf in c.confs.values())
+
+    each_seed(run, scenario="raft-membership", nodes=nodes, **options)
+    assert len(committed) / len(seeds) > 0, "no membership change committed in any seed"
+    if len(seeds) >= 20:                 # (fewer seeds may miss one kind by chance)
+        ops = {op for _, op, _, _, _ in committed}
+        assert ops == {"add_learner", "promote", "add_voter", "remove"}, ops
+        assert any(op == "remove" and node == lead for lead, op, node, _, _ in committed), (
+            "no leader removed itself")
+        assert len(voters_seen) >= 3, f"the number of voters hardly moved: {voters_seen}"
+
+
+def test_a_membership_seed_replays_exactly():
+    def fingerprint(seed):
+        r = run_scenario("raft-membership", seed, nodes=3, steps=20, snapshot_every=10)
+        c = r.cluster
+        return (c.faults, sorted(c.confs.items()), dict(c.msg_counts), c.totals().bytes_sent, c.readies,
+                [(i, c.applied(i), c.kv(i)) for i in c.ids], r.workload.history.to_records())
+    first = fingerprint(3)
+    assert len(first[1]) > 1, "the replayed run changed no configuration"
+    assert first == fingerprint(3)
+    assert first != fingerprint(4)
 
 
 def test_a_seed_replays_exactly():
@@ -302,6 +349,88 @@ def test_durability_fires_when_an_applied_entry_is_not_on_a_majority_of_disks():
     chk2.check_acknowledged([(2, e2.data)], {"a": 2})
     fires("durability", lambda: chk2.check_acknowledged([(2, e2.data)], {"a": 2, "b": 1}))
     fires("durability", lambda: chk2.check_acknowledged([(2, b"something else")], {"a": 2}))
+
+
+def conf_entry(index: int, voters: str, learners: str = "", term: int = 1) -> Entry:
+    """A CONFIG entry; one letter per node id."""
+    return Entry(index, term, EntryKind.CONFIG, encode_conf(ConfState(tuple(voters), tuple(learners))))
+
+
+def log_with(*entries: Entry) -> LogMirror:
+    log = LogMirror()
+    for e in entries:
+        log.append(e)
+    return log
+
+
+def apply_all(chk: RaftChecker, log: LogMirror, upto: int) -> None:
+    for e in log.entries[:upto]:
+        chk.on_apply("a", e, e.index - 1, log, log.chain_at(e.index))
+
+
+def test_durability_counts_the_voters_of_the_configuration_in_force_for_each_entry():
+    """The initial voters are a, b, c; a and b are a majority of them, but not of the
+    voters in force once d and e joined: the old checker (fixed voters) passed this."""
+    e = lambda k: Entry(k, 1, EntryKind.NORMAL, f"e{k}".encode())
+    log = log_with(conf_entry(1, "abcd"), e(2), conf_entry(3, "abcde"), e(4))
+    disks = {n: log_with() for n in "abcde"}
+    chk = checker(durable=lambda: disks)
+    for n in "abc":
+        disks[n] = log_with(*log.entries[:1])
+    apply_all(chk, log, 1)                       # entry 1: all of a, b, c (in force: a, b, c)
+    for n in "ab":
+        disks[n] = log_with(*log.entries[:2])
+    # entry 2 on a, b: not a majority of a..d, but of a, b, c, which counted it if it committed
+    # together with the change before it (a configuration takes effect when committed)
+    apply_all(chk, log, 2)
+    for n in "abcd":
+        disks[n] = log_with(*log.entries[:3])
+    apply_all(chk, log, 3)                       # entry 3: a, b, c, d (in force: a..d)
+    for n in "ab":
+        disks[n] = log_with(*log.entries[:4])
+    chk4 = checker(durable=lambda: disks)
+    apply_all(chk4, log, 3)
+    text = fires("durability", lambda: chk4.on_apply("a", log.entries[3], 3, log, log.chain_at(4)))
+    assert "2 of the 5 voters in force" in text and "a, b, c, d" in text
+    disks["c"] = log_with(*log.entries[:4])      # a, b, c: 3 of 5
+    chk4.on_apply("a", log.entries[3], 3, log, log.chain_at(4))
+    # learners and removed voters never count: c demoted to learner, then b
+    log = log_with(conf_entry(1, "ab", "c"), conf_entry(2, "a", "bc"), e(3))
+    disks = {n: log_with(*log.entries) for n in "abc"}
+    chk = checker(durable=lambda: disks)
+    apply_all(chk, log, 2)
+    disks["a"] = log_with(*log.entries[:2])      # entry 3 only on b and c (2 of the 3 first voters)
+    text = fires("durability", lambda: chk.on_apply("a", log.entries[2], 2, log, log.chain_at(3)))
+    assert "0 of the 1 voters in force" in text
+
+
+def test_configuration_safety_fires_on_a_two_voter_change_or_a_leader_outside_its_configuration():
+    chk = checker()
+    log = log_with(conf_entry(1, "abcd"), conf_entry(2, "abd", "c"), conf_entry(3, "abde"))
+    apply_all(chk, log, 3)                       # one voter at a time (c demoted, then removed)
+    assert [len(conf.voters) for conf in chk.confs] == [3, 4, 3, 4]
+    bad = log_with(*log.entries, conf_entry(4, "ab"))            # d and e at once
+    fires("configuration safety", lambda: chk.on_apply("a", bad.entries[3], 3, bad, bad.chain_at(4)))
+    chk2 = checker()
+    bad = log_with(conf_entry(1, "abcde"))                       # d and e at once, from a, b, c
+    fires("configuration safety", lambda: chk2.on_apply("a", bad.entries[0], 0, bad, bad.chain_at(1)))
+    chk3 = checker()
+    chk3.on_leader_conf("a", 3, ConfState(("a", "b")))           # a leader that votes: fine
+    text = fires("configuration safety", lambda: chk3.on_leader_conf("a", 4, ConfState(("b", "c"), ("a",))))
+    assert "a leads term 4" in text
+
+
+def test_the_checkers_catch_a_removed_leader_that_keeps_leading(monkeypatch):
+    """A mutation of the core: the leader whose removal commits does not step down."""
+    def apply_conf_and_stay(self, conf):
+        self.conf = conf
+
+    monkeypatch.setattr(Raft, "_apply_conf", apply_conf_and_stay)
+    c = RaftCluster(1, n=3)
+    lead = elected(c)
+    assert c.change_membership("remove", lead) is not None
+    with pytest.raises(SafetyViolation, match="configuration safety violated"):
+        c.run_for(500)
 
 
 def test_the_checkers_catch_a_driver_that_sends_before_its_fsync(monkeypatch):
@@ -563,3 +692,244 @@ def test_a_leader_cut_off_steps_down_within_the_bound():
     c.isolate(lead)
     t = c.run_until_true(lambda: c.nodes[lead].core.role is not Role.LEADER, step_down_bound_ms(CONFIG), 1)
     assert t is not None and t - cut <= step_down_bound_ms(CONFIG)
+
+
+# -- membership changes, scripted ---------------------------------------------------------------
+
+def change(c: RaftCluster, op: str, node: str) -> int:
+    """Ask the leader for a membership change until one takes it (one change at a time:
+    the one before may still be committing); wait until it commits. Returns its index."""
+    deadline = c.now_ms + ELECTION_BOUND_MS
+    while (placed := c.change_membership(op, node)) is None:
+        assert c.now_ms < deadline, f"no leader took {op} {node}: {dict(c.conf_refused)}\n  {c.where()}"
+        c.run_for(20)
+    _, index = placed
+    conf = c.conf_proposed[-1][4]
+    assert c.run_until_true(lambda: index in c.confs, ELECTION_BOUND_MS) is not None, (
+        f"{op} {node} at {index} did not commit\n  {c.where()}")
+    assert c.confs[index] == conf, f"another configuration committed at {index}: {c.confs[index]}"
+    return index
+
+
+def test_voters_grow_from_3_to_5_and_back_to_3_while_clients_write():
+    c = RaftCluster(21, n=3, spares=2)
+    elected(c)
+    w = Workload(c)
+    w.start()
+    c.run_for(300)
+    walk = [("add_learner", "n3"), ("promote", "n3"), ("add_learner", "n4"), ("promote", "n4"),
+            ("remove", None), ("remove", "n0" if c.leader() != "n0" else "n1")]
+    removed = []
+    for op, node in walk:
+        if node is None:
+            node = c.leader()        # the leader removes itself
+        acked = len(c.acknowledged())
+        change(c, op, node)
+        if op == "remove":
+            removed.append(node)
+            assert c.nodes[node].core.role is not Role.LEADER
+        c.run_for(300)
+        assert len(c.acknowledged()) > acked, f"no write acknowledged after {op} {node}\n  {c.where()}"
+    assert [len(conf.voters) for _, conf in sorted(c.confs.items())] == [3, 3, 4, 4, 5, 4, 3]
+    assert c.leader() not in removed
+    for node in removed:             # the operator stops the removed nodes
+        c.crash(node)
+    c.run_for(300)
+    w.stop()
+    settle(c, 5000)
+    assert sorted(c.members()) == sorted(set(c.ids) - set(removed))
+    c.check_acknowledged()            # every acknowledged write, on every member
+    kvs = [c.kv(i) for i in c.members()]
+    assert all(kv == kvs[0] for kv in kvs)
+    c.run_for(w.timeout_ms)
+    res = w.check()
+    assert res.ok, res.explanation
+
+
+def test_a_leader_that_removes_itself_steps_down_and_the_others_carry_on():
+    c = RaftCluster(8, n=3)
+    lead = elected(c)
+    put(c, 0)
+    settle(c)
+    rest = [i for i in c.ids if i != lead]
+    _, index = c.change_membership("remove", lead)
+    # it takes nothing after its own removal (see the next test)
+    assert c.propose(command("late", "put", "k", "late"), to=lead) is None
+    assert c.run_until_true(lambda: index in c.confs, 1000, 1) is not None
+    assert c.nodes[lead].core.role is not Role.LEADER and not c.nodes[lead].core.is_voter(lead)
+    new = elected_among(c, rest)
+    c.crash(lead)                     # the operator stops it
+    for k in range(1, 6):
+        put(c, k)
+        c.run_for(10)
+    settle(c)
+    assert c.leader() == new and c.committed_conf().voters == tuple(rest)
+    c.check_acknowledged()
+
+
+def test_a_leader_removing_itself_takes_no_entry_after_the_change():
+    """Regression (found here in core 5dce037's parent, fixed in 5dce037): a leader that
+    proposed its own removal kept taking proposals. Once the change commits it steps down
+    with a longer log than the remaining voter; if that voter has not learnt the change
+    committed, it still needs the old leader's vote, which refuses it (its log is longer):
+    no leader, for good. Found by ``python -m mesh.sim --seed 2 --scenario raft-membership
+    --nodes 5 --loss 0.05 --pipeline True --snapshot-every 15 --steps 60 --fsync-max-ms 20
+    --spares 1``."""
+    c = RaftCluster(4, n=2)
+    a = elected(c)
+    b = next(i for i in c.ids if i != a)
+    put(c, 0)
+    settle(c)
+    _, j = c.change_membership("remove", a)
+    # b hears nothing from a past the change: neither later entries nor that it committed
+    c.drop = lambda m: (isinstance(m, Append) and m.src == a and m.dst == b
+                        and (m.commit >= j or any(e.index > j for e in m.entries)))
+    for k in range(3):
+        c.propose(command(f"late{k}", "put", "k", "late"), to=a)
+    assert c.run_until_true(lambda: c.nodes[a].core.role is not Role.LEADER, 1000, 1) is not None
+    assert c.log_of(a).last_index == j
+    assert c.run_until_true(lambda: c.stable_leader([b]) == b, ELECTION_BOUND_MS) is not None, (
+        f"{b} was never elected\n  {c.where()}")
+    c.drop = None
+    # b commits its first entry with a's acknowledgement (it still counts a): only then may
+    # a go (with two voters, a removed leader must outlive that, unless b heard the commit)
+    assert c.run_until_true(lambda: c.nodes[b].core.conf.voters == (b,), 1000, 1) is not None
+    c.crash(a)
+    put(c, 1)
+    settle(c)
+    assert c.committed_conf().voters == (b,)
+
+
+def test_a_voter_that_has_not_learnt_its_promotion_still_votes():
+    """Regression (found here in core 5dce037's parent, fixed in 5dce037): a node that is
+    no voter in its own configuration (a learner, or one whose configuration lags) reset its
+    election timer without forgetting its leader, so it stayed "in lease" for ever and
+    ignored every vote request -- also from the voters of a configuration, committed, that
+    made it a voter. Found by ``python -m mesh.sim --seed 5 --scenario raft-membership
+    --nodes 3 --steps 40``."""
+    c = RaftCluster(6, n=1, spares=1)
+    a, s = c.ids
+    elected(c)
+    change(c, "add_learner", s)
+    settle(c)
+    _, index = c.change_membership("promote", s)
+    assert c.nodes[a].core.commit >= index     # a was the only voter: committed at once
+    # s must not learn that its promotion committed: nothing reaches it from now on
+    c.drop = lambda m: isinstance(m, Append) and m.dst == s
+    # a needs s's vote now; s hears nothing: a steps down (check quorum) and campaigns
+    assert c.run_until_true(lambda: c.nodes[a].core.role is not Role.LEADER,
+                            step_down_bound_ms(CONFIG) + CONFIG.election_timeout_ms[1], 1) is not None
+    c.drop = None
+    assert c.nodes[s].core.conf.voters == (a,), "s learnt its promotion: the test missed its point"
+    assert c.run_until_true(lambda: c.stable_leader() == a, ELECTION_BOUND_MS) is not None, (
+        f"{a} was never elected again: {s} ignores its vote requests\n  {c.where()}")
+    settle(c)
+    assert c.nodes[s].core.conf.voters == (a, s)
+
+
+def test_the_reply_that_commits_a_removal_may_come_from_the_node_removed():
+    """Regression (found here in core 5dce037's parent, fixed in 5dce037): the append reply
+    that commits a configuration without its sender deleted the sender's progress, and the
+    leader went on sending to it: KeyError in the core. Found by ``python -m mesh.sim --seed
+    1 --scenario raft-membership --nodes 3 --steps 40``."""
+    c = RaftCluster(3, n=3)
+    lead = elected(c)
+    settle(c)
+    f, g = [i for i in c.ids if i != lead]
+    c.partition([g], [lead, f])       # the removal of f commits with f's own reply
+    _, index = c.change_membership("remove", f)
+    assert c.run_until_true(lambda: index in c.confs, 1000, 1) is not None
+    c.heal()
+    put(c, 1)
+    settle(c)
+    assert c.members() == sorted([lead, g])
+
+
+def test_a_member_added_to_a_quiet_cluster_gets_the_log():
+    """Regression (found here in core 5dce037's parent, fixed in 5dce037): the progress of a
+    member added by a committed configuration started past the leader's last entry, so
+    nothing was sent to it until the next proposal. Found by ``python -m mesh.sim --seed 92
+    --scenario raft-membership --nodes 3 --steps 40``."""
+    c = RaftCluster(5, n=3, spares=1)
+    lead = elected(c)
+    for k in range(10):
+        put(c, k)
+    settle(c)
+    change(c, "add_learner", "n3")
+    settle(c, 20 * CONFIG.heartbeat_ms)     # no proposal after the change
+    assert c.kv("n3") == c.kv(lead)
+
+
+def test_entries_a_removed_voter_never_acknowledged_commit_once_it_is_gone():
+    """Regression (found here in core d47954b's parent, fixed in d47954b): entries appended
+    while a voter's removal was committing waited, once it committed, for the next proposal
+    to be counted by the new (smaller) majority. Found by ``python -m mesh.sim --seed 298
+    --scenario raft-membership --nodes 3 --snapshot-every 5 --steps 40 --fsync-max-ms 10``."""
+    c = RaftCluster(2, n=2)
+    a = elected(c)
+    b = next(i for i in c.ids if i != a)
+    put(c, 0)
+    settle(c)
+    j = []
+    c.drop = lambda m: (isinstance(m, Append) and m.dst == b and bool(j)
+                        and any(e.index > j[0] for e in m.entries))
+    _, index = c.change_membership("remove", b)
+    j.append(index)
+    _, x = put(c, 1)                  # b never gets it
+    assert c.run_until_true(lambda: index in c.confs, 1000, 1) is not None
+    assert c.run_until_true(lambda: c.applied(a) >= x, 4 * CONFIG.heartbeat_ms, 1) is not None, (
+        f"entry {x} needs only {a} now, but is not committed")
+
+
+def test_a_restart_that_lost_its_commit_index_keeps_the_configuration_its_log_proves():
+    """Regression (found here in core 5dce037, a safety violation; fixed in d47954b): a
+    follower got two configuration entries (+d, then +e) and the commit index in one Ready
+    and crashed with the entries written but not the hard state. Restarted, it took the
+    configuration of its stale commit index, a, b, c: two changes behind a, b, c, d, e. With
+    b it was a majority of that and won an election without the entries c, d, e had
+    committed (leader completeness violated). A configuration entry proves the one before it
+    committed, so the restarted core keeps a, b, c, d, whose majority needs c or d."""
+    c = RaftCluster(1, n=3, spares=2, fsync_ms=(20, 20))
+    lead = elected(c)
+    a, b = [i for i in c.ids[:3] if i != lead]
+    d, e = c.spares
+    c.partition([a], [b, lead, d, e])
+    put(c, 0)
+    change(c, "add_voter", d)
+    change(c, "add_voter", e)
+    c.run_for(200)
+    c.partition([b], [a, lead, d, e])  # a hears the leader again (and gets both changes), b does not
+    node = c.nodes[a]
+    assert c.run_until_true(lambda: node.syncing is not None and node.syncing.hard_state is not None
+                            and node.syncing.entries, 2000, 1) is not None
+    ops = persistence_ops(node.syncing)
+    assert ops[-1][0] == "hard_state"
+    c.crash(a, keep=len(ops) - 1)      # torn: every entry written, not the hard state
+    assert node.disk.log.last_index >= max(c.confs) > node.disk.hard_state.commit
+    for k in range(1, 6):              # committed by lead, d, e
+        put(c, k)
+        c.run_for(20)
+    c.run_for(300)
+    c.partition([a, b], [lead, d, e])
+    c.restart(a)
+    assert len(c.nodes[a].core.conf.voters) >= 4
+    c.run_for(ELECTION_BOUND_MS)       # the checkers fire if a (or b) leads without them
+    assert c.leader() == lead
+    c.heal()
+    settle(c, 5000)
+    c.check_acknowledged()
+
+
+def test_a_configuration_no_node_could_decode_is_refused():
+    """Regression (found reading the core for this harness; fixed in 0622509): the core took a
+    configuration whose id is both voter and learner (or appears twice); every node's
+    decode_conf raises when that entry commits, on every restart too: the group is dead."""
+    c = RaftCluster(2, n=3)
+    lead = elected(c)
+    settle(c)
+    core = c.nodes[lead].core
+    for bad in (ConfState(core.conf.voters, (core.conf.voters[0],)), ConfState(core.conf.voters + (lead,))):
+        with pytest.raises(ValueError, match="not a valid configuration"):
+            core.propose_conf_change(bad, c.now_ms)
+    put(c, 1)
+    settle(c)
