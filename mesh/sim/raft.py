@@ -701,12 +701,7 @@ class RaftCluster:
         self._fault(f"membership at {lead} index {index}: {text}")
         self.conf_proposed.append((lead, op, id, index, new))
         p = Proposal(lead, node.life, index, node.core.term, encode_conf(new), self.now_ms)
-        stale = node.proposals.get(index)
-        if stale is not None:       # an earlier proposal at this index was overwritten here, but
-            self._close_proposal(stale, "unknown")   # another node may hold it and still commit it
-        node.proposals[index] = p
-        self.proposals.append(p)
-        self._after_input(node)
+        self._track(node, p)
         return lead, index
 
     def _membership_step(self, rng, voters_range: tuple[int, int]) -> None:
@@ -818,13 +813,17 @@ class RaftCluster:
             self._after_input(node)
             return None
         p = Proposal(lead, node.life, index, node.core.term, data, self.now_ms, on_done=on_done)
-        stale = node.proposals.get(index)
+        self._track(node, p)
+        return lead, index
+
+    def _track(self, node: RaftSimNode, p: Proposal) -> None:
+        """Follow proposal ``p`` until what commits at its index settles it."""
+        stale = node.proposals.get(p.index)
         if stale is not None:       # an earlier proposal at this index was overwritten here, but
             self._close_proposal(stale, "unknown")   # another node may hold it and still commit it
-        node.proposals[index] = p
+        node.proposals[p.index] = p
         self.proposals.append(p)
         self._after_input(node)
-        return lead, index
 
     def read(self, key: str, done: Callable[[object | None], None], ctx: bytes) -> str | None:
         """A linearizable read of ``key`` by ReadIndex at the current leader, tagged ``ctx``:
