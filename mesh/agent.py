@@ -25,6 +25,8 @@ class HandlerSpec:
     is_async: bool
     idempotent: bool = False
     eager: bool = True
+    queue: int = 0            # @on: messages waiting for the handler (bound)
+    overflow: str = ""        # @on: what a full queue does: drop, drop_oldest, block
 
 
 @overload
@@ -49,17 +51,31 @@ def rpc(fn=None, *, name=None, idempotent=False, eager=True):
     return mark(fn) if fn is not None else mark
 
 
-def on(*patterns: str) -> Callable[[F], F]:
+OVERFLOW_POLICIES = ("drop", "drop_oldest", "block")
+
+
+def on(*patterns: str, queue: int = 1024, overflow: str = "drop") -> Callable[[F], F]:
     """Subscribe a method ``(self, topic, payload)`` to topic patterns.
 
     Topics are dot-separated; ``*`` matches one segment, a final ``#`` matches the rest
     (zero or more segments): ``@mesh.on("signals.*")`` gets ``signals.AAPL``.
+
+    The handler gets its messages one at a time, in the order they arrived. While it is
+    busy, up to ``queue`` more wait; when that is full, ``overflow`` decides: ``"drop"`` the
+    new message, ``"drop_oldest"`` the oldest waiting one (both counted), or ``"block"``:
+    ``await publish(...)`` returns only once the message found room, on this node or another,
+    so a publisher slows to its slowest blocking subscriber.
     """
     if not patterns:
         raise TypeError("@mesh.on needs at least one topic pattern")
+    if overflow not in OVERFLOW_POLICIES:
+        raise ValueError(f"overflow must be one of {', '.join(OVERFLOW_POLICIES)}, not {overflow!r}")
+    if queue < 1:
+        raise ValueError("queue must be at least 1")
 
     def mark(f: F) -> F:
         f.__mesh_topics__ = tuple(getattr(f, "__mesh_topics__", ())) + patterns  # type: ignore[attr-defined]
+        f.__mesh_delivery__ = (queue, overflow)  # type: ignore[attr-defined]
         return f
 
     return mark
@@ -69,11 +85,15 @@ class Agent:
     """Base class of mesh agents. Subclass it, decorate methods, add instances to a node.
 
     ``capabilities`` names what the agent offers; ``call_any(capability, ...)`` load-balances
-    over every agent offering it. Lifecycle: ``on_start`` runs when the node starts (or when
+    over every agent offering it. ``max_concurrency`` caps the handlers it runs at once and
+    ``mailbox`` the requests waiting for one (:mod:`mesh.resilience.bulkhead`); without a cap,
+    ``mailbox`` bounds the handlers in flight. Beyond the bound a caller gets ``Overloaded``. Lifecycle: ``on_start`` runs when the node starts (or when
     the agent is added to a running node), ``on_stop`` when it stops or the agent is removed.
     """
 
     capabilities: ClassVar[tuple[str, ...]] = ()
+    max_concurrency: int | None = None
+    mailbox: int = 4096
     rpc_table: ClassVar[dict[str, HandlerSpec]] = {}
     topic_table: ClassVar[tuple[tuple[str, HandlerSpec], ...]] = ()
 
@@ -88,7 +108,9 @@ class Agent:
                     rpc_name, idempotent, eager = mark
                     rpcs[rpc_name] = HandlerSpec(attr, inspect.iscoroutinefunction(value), idempotent, eager)
                 for pattern in getattr(value, "__mesh_topics__", ()):
-                    topics.append((pattern, HandlerSpec(attr, inspect.iscoroutinefunction(value))))
+                    queue, overflow = value.__mesh_delivery__
+                    topics.append((pattern, HandlerSpec(attr, inspect.iscoroutinefunction(value),
+                                                        queue=queue, overflow=overflow)))
         cls.rpc_table = rpcs
         cls.topic_table = tuple(topics)
         if isinstance(cls.capabilities, str):

@@ -42,3 +42,4 @@ class Kind(IntEnum):
 class Flag(IntFlag):
     NONE = 0
     IDEMPOTENT = 1   # safe to retry
+    ACK = 2          # PUBLISH: the publisher waits for a REPLY once its subscriptions took it

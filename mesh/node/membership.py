@@ -4,7 +4,10 @@ SWIM carries metadata as opaque bytes (:mod:`mesh.swim` knows nothing of agents)
 metadata is the msgpack map::
 
     {"v": PROTOCOL_VERSION, "agents": {name: [capability, ...]}, "topics": [pattern, ...],
-     "load": {"handlers": int, "calls_per_s": float}}
+     "blocking": [pattern, ...], "load": {"handlers": int, "calls_per_s": float}}
+
+``blocking`` lists the patterns whose subscribers chose ``overflow="block"``: publishers
+send those messages with the ACK flag and wait for room (absent in older metadata).
 
 A change (an agent added or removed, a subscription, a notable change of load) is published
 with a new incarnation and spreads by gossip; every node applies it to its router, so calls
@@ -31,12 +34,14 @@ LOAD_CHANGE_FACTOR = 1.5
 class NodeMeta:
     agents: dict[str, tuple[str, ...]] = field(default_factory=dict)
     topics: tuple[str, ...] = ()
+    blocking: tuple[str, ...] = ()
     load: dict[str, float] = field(default_factory=dict)
     version: int = PROTOCOL_VERSION
 
     def to_bytes(self) -> bytes:
         data = codec.pack_body({"v": self.version, "agents": {a: list(c) for a, c in self.agents.items()},
-                                "topics": list(self.topics), "load": dict(self.load)})
+                                "topics": list(self.topics), "blocking": list(self.blocking),
+                                "load": dict(self.load)})
         if len(data) > MAX_META_BYTES:
             raise ValueError(f"node metadata of {len(data)} bytes exceeds {MAX_META_BYTES} "
                              "(too many agents or subscriptions on one node)")
@@ -59,12 +64,13 @@ class NodeMeta:
                 raise ProtocolError(f"member speaks protocol version {version}, we speak {PROTOCOL_VERSION}")
             agents = {_str(a): tuple(_str(c) for c in caps) for a, caps in body["agents"].items()}
             topics = tuple(_str(t) for t in body["topics"])
+            blocking = tuple(_str(t) for t in body.get("blocking", ()))
             load = {_str(k): float(v) for k, v in body.get("load", {}).items()}
         except ProtocolError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ProtocolError(f"malformed member metadata: {exc!r}") from None
-        return cls(agents, topics, load, version)
+        return cls(agents, topics, blocking, load, version)
 
 
 def load_changed(old: dict[str, float], new: dict[str, float]) -> bool:

@@ -9,7 +9,17 @@ Theory of operation
   its deadline passes (:class:`~mesh.errors.Timeout`; see :mod:`deadlines`) or the link going down fails
   (:class:`~mesh.errors.Unreachable`). Every pending call has a deadline; none can hang.
 * The deadline travels in the envelope. A request that arrives after its deadline is
-  dropped and counted: its caller has already given up.
+  dropped and counted: its caller has already given up. While its handler runs, the deadline
+  is in a context variable, so the handler's own calls get what is left of the budget
+  (:mod:`mesh.resilience.deadline`).
+* Every agent has a bulkhead (:mod:`mesh.resilience.bulkhead`): at most ``max_concurrency``
+  handlers at once, ``mailbox`` requests waiting; beyond that the caller gets ``Overloaded``
+  at once. A queued request whose deadline passes is dropped when its turn comes.
+* Callers keep a circuit breaker per target agent (:mod:`mesh.resilience.breaker`) and
+  fail fast with ``CircuitOpen`` while it is open; ``call_any`` skips open targets; calls
+  marked idempotent retry transient failures within their one budget (:mod:`mesh.resilience.retry`).
+* Published messages reach each subscribing handler in order through a bounded queue with
+  the overflow policy it chose (:mod:`subscriptions`).
 * Incoming handlers start eagerly (:mod:`mesh.eager`); most finish at once and their reply
   leaves in the same batch as the other replies of that read.
 * A handler's exception goes back as ERROR (type, message) and reaches the caller as
@@ -31,18 +41,24 @@ from random import Random
 from typing import Any, Iterable
 
 from mesh._core import IMPLEMENTATION, codec, router, scoring
-from mesh._core.wire import Kind
+from mesh._core.wire import Flag, Kind
 from mesh.agent import Agent, HandlerSpec
 from mesh.eager import SYNC_DONE, run_eager
-from mesh.errors import (WIRE_ERRORS, DecodeError, EncodeError, MeshError, ProtocolError, RemoteError,
-                         Timeout, Unavailable, UnknownAgent, UnknownMethod, Unreachable)
+from mesh.errors import (WIRE_ERRORS, CircuitOpen, DecodeError, EncodeError, MeshError, Overloaded,
+                         ProtocolError, RemoteError, Timeout, Unavailable, UnknownAgent, UnknownMethod,
+                         Unreachable)
 from mesh.kv.client import KV, RaftAgent
 from mesh.node.singleton import Singleton
+from mesh.node.subscriptions import Subscription
 from mesh.node.consensus import ConsensusDriver
 from mesh.node.deadlines import DeadlineQueue
 from mesh.node.gossip import SEED_PREFIX, GossipDriver
 from mesh.node.membership import NodeMeta, load_changed
 from mesh.raft.config import RaftConfig
+from mesh.resilience.breaker import BreakerConfig, CircuitBreaker, State as BreakerState
+from mesh.resilience.bulkhead import Mailbox
+from mesh.resilience.deadline import budget_s, current_deadline_us
+from mesh.resilience.retry import RETRYABLE, RetryPolicy
 from mesh.swim.config import SwimConfig
 from mesh.swim.messages import EventKind, MemberEvent, State
 from mesh.transport import Transport, TransportConfig
@@ -59,6 +75,10 @@ _RAFT_KINDS = (64, 95)
 
 def _now_us() -> int:
     return time.time_ns() // 1000
+
+
+_MAX_BREAKERS = 10_000     # targets with a breaker; the oldest closed ones go first beyond it
+_STALE_PICKS = 2           # call_any picks again this often when the agent it chose is gone
 
 
 class _Pending:
@@ -85,6 +105,10 @@ class Node:
     Raft: ``raft_voters`` are the bootstrap voters (the same list on every node); a node among
     them, or with ``raft_member=True`` (to be added later with ``node.kv.add_voter``), keeps a
     Raft log in ``data_dir``. ``raft`` tunes it (:class:`~mesh.raft.config.RaftConfig`).
+
+    Resilience (:mod:`mesh.resilience`): ``breaker`` configures the circuit breaker kept per
+    target agent (``None``: no breakers); ``retry`` is the policy of calls made with
+    ``idempotent=True``.
     """
 
     def __init__(self, node_id: str, bind: str = "tcp://127.0.0.1:*", seeds: Iterable[str] = (),
@@ -93,7 +117,8 @@ class Node:
                  limits: Any = None, transport: TransportConfig | None = None, seed: int | None = None,
                  gossip: SwimConfig | None = None, load_interval: float = 5.0,
                  raft_voters: Iterable[str] = (), raft: RaftConfig | None = None,
-                 raft_member: bool = False) -> None:
+                 raft_member: bool = False, breaker: BreakerConfig | None = BreakerConfig(),
+                 retry: RetryPolicy = RetryPolicy()) -> None:
         raw = node_id.encode() if isinstance(node_id, str) else b""
         if not raw or len(raw) > 255 or raw[0] == 0 or node_id.startswith(SEED_PREFIX):
             raise ValueError(f"invalid node id {node_id!r}: 1..255 UTF-8 bytes, not starting with NUL or 'seed:'")
@@ -114,12 +139,20 @@ class Node:
         rng_seed = seed if seed is not None else self.boot & 0xFFFFFFFF
 
         self._agents: dict[str, Agent] = {}
+        self._boxes: dict[str, Mailbox] = {}          # agent name -> its bulkhead
+        self._subs: dict[str, dict[str, Subscription]] = {}   # agent name -> handler -> subscription
+        self._retiring: set[str] = set()               # draining before removal: not announced
+        self.breaker_config = breaker
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self.retry_policy = retry
+        self._rng = Random(rng_seed ^ 0xB0FF)
         self._directory = router.Directory(node_id)
         self._local_topics = router.TopicTable()    # subscriber = (agent name, HandlerSpec)
         self._remote_topics = router.TopicTable()   # subscriber = node id
+        self._remote_blocking = router.TopicTable() # the same, for subscriptions that block publishers
         self._scores = scoring.Scoreboard(seed=rng_seed)
         self._metas: dict[str, NodeMeta] = {}            # member id -> its published metadata
-        self._routed_topics: dict[str, tuple[str, ...]] = {}
+        self._routed_topics: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self._links_down: set[str] = set()
         self._hanging_up: set[str] = set()   # left; our link closes when our calls to it end
         self._singletons: dict[str, Singleton] = {}
@@ -142,6 +175,7 @@ class Node:
             self._raft = ConsensusDriver(node_id, self.raft_voters, self.data_dir, self._transport,
                                          raft or RaftConfig(), Random(rng_seed ^ 0x5EED), self.limits)
         self.kv = KV(self)
+        self._shards: Any = None      # the shard router, made on the first call_key
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None
         self._started = False
@@ -149,7 +183,8 @@ class Node:
         self.counters: dict[str, int] = {
             "calls_out": 0, "calls_in": 0, "sends_out": 0, "sends_in": 0, "publishes_out": 0,
             "publishes_in": 0, "errors_out": 0, "handler_errors": 0, "timeouts": 0, "expired": 0,
-            "late_replies": 0, "malformed": 0, "protocol_errors": 0}
+            "late_replies": 0, "malformed": 0, "protocol_errors": 0, "rejected": 0, "circuit_open": 0,
+            "retries": 0}
 
     # -- public API --------------------------------------------------------------------------
 
@@ -180,26 +215,85 @@ class Node:
             raise ValueError(f"an agent named {agent.name!r} is already on node {self.node_id!r}")
         for pattern, _ in agent.topic_table:
             router.validate_pattern(pattern)
+        box = Mailbox(agent.max_concurrency, agent.mailbox)
         self._agents[agent.name] = agent
+        self._boxes[agent.name] = box
         agent.node = self
         self._directory.add_local(agent.name, agent.capabilities)
+        subs = self._subs[agent.name] = {}
         for pattern, spec in agent.topic_table:
-            self._local_topics.subscribe(pattern, (agent.name, spec))
+            sub = subs.get(spec.attr) or subs.setdefault(spec.attr, Subscription(agent, spec, self._spawn))
+            self._local_topics.subscribe(pattern, sub)
         if self._started:
             self._spawn(self._start_agent(agent))
             self._announce()
         return agent
 
     def remove(self, name: str) -> Agent:
+        """Take agent ``name`` off this node at once; requests queued for it are refused
+        (``Unavailable``). :meth:`retire` lets its work finish first."""
         agent = self._agents.pop(name)
-        self._directory.remove_local(name)
+        self._refuse_queued(self._boxes.pop(name), f"agent {name!r} was removed from node {self.node_id!r}")
+        if name in self._retiring:
+            self._retiring.discard(name)    # already out of the directory
+        else:
+            self._directory.remove_local(name)
+        subs = self._subs.pop(name)
         for pattern, spec in agent.topic_table:
-            self._local_topics.unsubscribe(pattern, (name, spec))
+            self._local_topics.unsubscribe(pattern, subs[spec.attr])
         if self._started:
             self._spawn(agent.on_stop())
             self._announce()
         agent.node = None
         return agent
+
+    async def retire(self, name: str, timeout: float = 10.0, quiet_s: float = 0.2) -> Agent:
+        """Take agent ``name`` off this node without failing its callers: stop routing new
+        calls to it here and in the mesh (peers learn by gossip), let the calls it has — and
+        those still arriving from peers that have not heard yet — finish, until none came for
+        ``quiet_s`` seconds (at most ``timeout``), then remove it (``on_stop`` runs)."""
+        agent = self._agents[name]
+        box = self._boxes[name]
+        if name not in self._retiring:
+            self._retiring.add(name)
+            self._directory.remove_local(name)
+            if self._started:
+                self._announce()
+        if self._started:
+            loop = self._loop
+            deadline = loop.time() + timeout
+            seen = -1
+            while loop.time() < deadline:
+                busy = box.running or box.queue
+                arrivals = box.calls + box.running + len(box.queue) + box.rejected + box.expired
+                if not busy and arrivals == seen:
+                    break
+                seen = arrivals if not busy else -1
+                box.idle = asyncio.Event()
+                try:
+                    await asyncio.wait_for(box.idle.wait(), min(quiet_s, max(deadline - loop.time(), 0.0)))
+                except asyncio.TimeoutError:
+                    pass
+                box.idle = None
+            if box.running or box.queue:
+                log.warning("retiring agent %s: %d calls still running after %.1fs", name,
+                            box.running + len(box.queue), timeout)
+        if self._agents.get(name) is agent:
+            self.remove(name)
+        return agent
+
+    def agent_load(self, name: str) -> dict[str, float]:
+        """Load figures of local agent ``name``: in flight, queued, latency_ms (EWMA of
+        handler time), calls, errors, rejected (Overloaded), expired (deadline passed)."""
+        box = self._boxes.get(name)
+        if box is None:
+            raise UnknownAgent(f"no agent named {name!r} on node {self.node_id!r}")
+        return box.load()
+
+    def breaker_state(self, agent: str) -> str:
+        """``closed``, ``open`` or ``half_open``: this node's circuit breaker for ``agent``."""
+        b = self._breakers.get(agent)
+        return "closed" if b is None else b.state.name.lower()
 
     async def start(self) -> None:
         """Bind, join through the seeds, then start the agents."""
@@ -237,6 +331,8 @@ class Node:
         # Singletons first, while the KV still answers: the next holder takes over at once.
         await asyncio.gather(*(r.stop() for r in self._singletons.values()), return_exceptions=True)
         self._stopping = True
+        for name, box in self._boxes.items():
+            self._refuse_queued(box, f"node {self.node_id} is stopping")
         if self._tasks:
             done, left = await asyncio.wait(set(self._tasks), timeout=self.drain_timeout)
             for task in left:
@@ -280,35 +376,144 @@ class Node:
         await self.stop()
 
     async def call(self, agent: str, method: str, *args: Any, timeout: float | None = None,
-                   **kwargs: Any) -> Any:
+                   idempotent: bool = False, retry: RetryPolicy | None = None, **kwargs: Any) -> Any:
         """Call ``agent.method(*args, **kwargs)`` wherever the agent lives; return its result.
 
-        Raises Timeout after ``timeout`` seconds (default ``default_timeout``), Unreachable if
-        its node is not connected, UnknownAgent/UnknownMethod, RemoteError if the handler raised.
+        ``timeout`` (seconds, default ``default_timeout``) is the whole budget, cut to what is
+        left when called from a handler serving a call with a deadline. ``idempotent=True``
+        retries transient failures with backoff inside that budget (``retry`` overrides the
+        node's policy and implies it). Raises Timeout, Unreachable, UnknownAgent/UnknownMethod,
+        Overloaded, CircuitOpen (the target's breaker is open), or RemoteError if the handler raised.
         """
-        target = self._agents.get(agent)
-        if target is not None:
-            return await self._call_local(target, method, args, kwargs, timeout)
-        return await self._call_remote(self._node_of(agent), agent, method, args, kwargs, timeout)
+        self._check_running()
+        t = self._budget(timeout, agent, method)
+        policy = retry if retry is not None else (self.retry_policy if idempotent else None)
+        if policy is None or policy.attempts == 1:
+            return await self._call_once(agent, method, args, kwargs, t)
+        return await self._retrying(policy, t, lambda left: self._call_once(agent, method, args, kwargs, left))
 
     async def call_any(self, capability: str, method: str, *args: Any, timeout: float | None = None,
-                       **kwargs: Any) -> Any:
+                       idempotent: bool = False, retry: RetryPolicy | None = None, **kwargs: Any) -> Any:
         """Call ``method`` on one agent offering ``capability``, picked by load score
-        (power of two choices over in-flight calls, latency and error rate)."""
+        (power of two choices over in-flight calls, latency and error rate), skipping targets
+        whose circuit is open. Budget and retries as in :meth:`call`; a retry may pick another agent."""
+        self._check_running()
+        t = self._budget(timeout, capability, method)
+        policy = retry if retry is not None else (self.retry_policy if idempotent else None)
+        if policy is None or policy.attempts == 1:
+            return await self._call_any_once(capability, method, args, kwargs, t)
+        return await self._retrying(policy, t,
+                                    lambda left: self._call_any_once(capability, method, args, kwargs, left))
+
+    async def call_key(self, capability: str, key: str | bytes, method: str, *args: Any,
+                       timeout: float | None = None, **kwargs: Any) -> Any:
+        """Call ``method`` on the agent of ``capability`` that owns ``key``'s shard
+        (consistent hashing over the shard map in the Raft KV; see :mod:`mesh.patterns.sharding`)."""
+        if self._shards is None:
+            from mesh.patterns.sharding import ShardRouter
+            self._shards = ShardRouter(self)
+        return await self._shards.call_key(capability, key, method, *args, timeout=timeout, **kwargs)
+
+    def _budget(self, timeout: float | None, target: str, method: str) -> float:
+        t = self.default_timeout if timeout is None else timeout
+        if t <= 0:
+            raise ValueError("timeout must be positive")
+        inherited = current_deadline_us.get()
+        if inherited:
+            t = budget_s(t, inherited, _now_us())
+            if t <= 0:
+                # the call being served has run out of time: don't start work for it
+                self.counters["expired"] += 1
+                raise Timeout(f"no time left for {target}.{method}: the deadline of the call being served has passed")
+        return t
+
+    async def _retrying(self, policy: RetryPolicy, t: float, attempt: Any) -> Any:
+        loop = self._loop
+        deadline = loop.time() + t
+        for k in range(policy.attempts):
+            try:
+                return await attempt(deadline - loop.time())
+            except RETRYABLE:
+                if k + 1 >= policy.attempts:
+                    raise
+                wait = policy.backoff_s(k, self._rng)
+                if loop.time() + wait >= deadline:
+                    raise
+                self.counters["retries"] += 1
+                await asyncio.sleep(wait)
+        raise AssertionError("unreachable")
+
+    async def _call_once(self, agent: str, method: str, args: tuple, kwargs: dict, t: float) -> Any:
+        # The mesh's own agents (``_raft.*``, ...) route around failures themselves: a breaker
+        # would only hold a client off a Raft group that has already recovered.
+        breaker = None
+        if self.breaker_config is not None and agent[:1] != "_":
+            breaker = self._breakers.get(agent) or self._new_breaker(agent)
+        if breaker is not None and not breaker.allow(self._loop.time()):
+            self.counters["circuit_open"] += 1
+            raise CircuitOpen(f"circuit to {agent!r} is open after repeated failures; failing fast")
+        try:
+            target = self._agents.get(agent)
+            if target is not None:
+                result = await self._call_local(target, method, args, kwargs, t)
+            else:
+                result = await self._call_remote(self._node_of(agent), agent, method, args, kwargs, t)
+        except BaseException as exc:
+            if breaker is not None:
+                if isinstance(exc, self.breaker_config.failures):
+                    breaker.record(False, self._loop.time())
+                else:
+                    breaker.forget()
+            raise
+        if breaker is not None:
+            breaker.record(True, self._loop.time())
+        return result
+
+    def _new_breaker(self, agent: str) -> CircuitBreaker:
+        breakers = self._breakers
+        if len(breakers) >= _MAX_BREAKERS:
+            for name in [n for n, b in breakers.items() if b.state is BreakerState.CLOSED][:len(breakers) // 4]:
+                del breakers[name]
+        breaker = breakers[agent] = CircuitBreaker(self.breaker_config)
+        return breaker
+
+    def _blocked(self, agent: str, now: float) -> bool:
+        b = self._breakers.get(agent)
+        if b is None or b.state is BreakerState.CLOSED:
+            return False
+        if b.state is BreakerState.OPEN:
+            return now - b.opened_at < b.config.open_s
+        return b.probes_out >= b.config.probes
+
+    async def _call_any_once(self, capability: str, method: str, args: tuple, kwargs: dict, t: float) -> Any:
         providers = self._directory.providers(capability)
         if not providers:
             raise UnknownAgent(f"no agent offers capability {capability!r}")
+        if self._breakers:
+            now = self._loop.time()
+            providers = [p for p in providers if not self._blocked(p, now)]
+            if not providers:
+                self.counters["circuit_open"] += 1
+                raise CircuitOpen(f"every agent offering {capability!r} has an open circuit")
         scores = self._scores
-        agent = scores.pick(providers)
-        scores.begin(agent)
-        t0 = time.perf_counter_ns()
-        ok = False
-        try:
-            result = await self.call(agent, method, *args, timeout=timeout, **kwargs)
-            ok = True
-            return result
-        finally:
-            scores.end(agent, (time.perf_counter_ns() - t0) / 1000.0, ok)
+        stale = 0
+        while True:
+            agent = scores.pick(providers)
+            scores.begin(agent)
+            t0 = time.perf_counter_ns()
+            ok = False
+            try:
+                result = await self._call_once(agent, method, args, kwargs, t)
+                ok = True
+                return result
+            except UnknownAgent:
+                # it left (retired, moved) after our directory named it: the work was not done
+                stale += 1
+                if stale > _STALE_PICKS or len(providers) < 2:
+                    raise
+                providers = [p for p in providers if p != agent]
+            finally:
+                scores.end(agent, (time.perf_counter_ns() - t0) / 1000.0, ok)
 
     async def send(self, agent: str, method: str, *args: Any, **kwargs: Any) -> None:
         """One-way: deliver ``agent.method(*args, **kwargs)`` without waiting for a result.
@@ -324,19 +529,48 @@ class Node:
         self._transport.send(node, data, flush=False)
         self.counters["sends_out"] += 1
 
-    async def publish(self, topic: str, payload: Any = None) -> None:
-        """Publish ``payload`` on ``topic``. It crosses the network once per subscribing node."""
+    async def publish(self, topic: str, payload: Any = None, *, timeout: float | None = None) -> None:
+        """Publish ``payload`` on ``topic``. It crosses the network once per subscribing node.
+
+        Returns at once, unless a subscriber chose ``overflow="block"`` and its queue is full:
+        then it returns when the message found room (at most ``timeout`` seconds, default
+        ``default_timeout``; then Timeout)."""
         self._check_running()
         nodes = self._remote_topics.match(topic)
+        acks: list[asyncio.Future] = []
         if nodes:
+            blocking = self._remote_blocking.match(topic) if len(self._remote_blocking) else ()
             data = self._encode(Kind.PUBLISH, next(self._ids), 0, "", topic, payload, 0)
             for node in nodes:
-                self._try_send(node, data, flush=False)
+                if node in blocking:
+                    acks.append(self._publish_acked(node, topic, payload))
+                else:
+                    self._try_send(node, data, flush=False)
             self.counters["publishes_out"] += 1
-        for name, spec in self._local_topics.match(topic):
-            agent = self._agents.get(name)
-            if agent is not None:
-                self._dispatch_local_oneway(agent, spec, (topic, payload), {})
+        for sub in self._local_topics.match(topic):
+            if sub.full and sub.blocking:
+                await asyncio.wait_for(sub.wait_room(), self.default_timeout if timeout is None else timeout)
+            sub.offer(topic, payload)
+        if acks:
+            await asyncio.gather(*acks)
+
+    def _publish_acked(self, node: str, topic: str, payload: Any) -> asyncio.Future:
+        """Send one PUBLISH that the subscriber node answers once its blocking subscriptions
+        took it; the answer resolves the returned future (errors and deadline as for calls)."""
+        msg_id = next(self._ids)
+        t = self.default_timeout
+        data = codec.encode(Kind.PUBLISH, msg_id, 0, self.node_id, "", topic, payload, Flag.ACK,
+                            _now_us() + int(t * 1e6), 0)
+        future = self._loop.create_future()
+        try:
+            self._transport.send(node, data, flush=False)
+        except MeshError as exc:
+            future.set_exception(exc)
+            return future
+        self._pending[msg_id] = _Pending(future, node, "", topic)
+        if self._deadlines.push(self._loop.time() + t, msg_id):
+            self._arm_deadline_timer()
+        return future
 
     def members(self) -> list[dict[str, Any]]:
         """Every member this node knows (itself included), by id: address, SWIM state
@@ -374,7 +608,14 @@ class Node:
             out["incarnation"] = core.incarnation
         out["pending_calls"] = len(self._pending)
         out["running_handlers"] = len(self._tasks)
+        out["subscription_drops"] = sum(sub.dropped for subs in self._subs.values() for sub in subs.values())
+        out["breakers_open"] = sum(b.state is not BreakerState.CLOSED for b in self._breakers.values())
         return out
+
+    def subscription_stats(self) -> list[dict[str, Any]]:
+        """One entry per subscribing handler on this node: queued, capacity, overflow policy,
+        delivered, dropped, handler errors, publishers blocked waiting for room."""
+        return [sub.stats() for subs in self._subs.values() for sub in subs.values()]
 
     # -- calls -------------------------------------------------------------------------------
 
@@ -409,20 +650,36 @@ class Node:
             raise EncodeError(f"message of {len(data)} bytes exceeds max_frame_bytes={self.limits.max_frame_bytes}")
         return data
 
-    async def _call_local(self, agent: Agent, method: str, args: tuple, kwargs: dict,
-                          timeout: float | None) -> Any:
+    async def _call_local(self, agent: Agent, method: str, args: tuple, kwargs: dict, t: float) -> Any:
+        """Run the handler on the caller's stack, in the agent's bulkhead, under the budget."""
         self._check_running()
         spec = self._spec(agent, method)
+        box = self._boxes[agent.name]
+        admit = box.admit()
+        if admit < 0:
+            box.rejected += 1
+            self.counters["rejected"] += 1
+            raise Overloaded(f"agent {agent.name!r} is overloaded ({box.running} running, {len(box.queue)} queued)")
+        deadline = self._loop.time() + t
+        if not admit:
+            await self._wait_for_slot(box, agent.name, method, t)
+        else:
+            box.running += 1
         fn = getattr(agent, spec.attr)
+        token = current_deadline_us.set(_now_us() + int(t * 1e6))
+        t0 = time.perf_counter()
+        ok = False
         try:
             if spec.eager or not spec.is_async:
                 state, value = run_eager(fn, args, kwargs, spec.is_async)
                 if state is SYNC_DONE:
+                    ok = True
                     return value
             else:
                 value = fn(*args, **kwargs)
-            t = self.default_timeout if timeout is None else timeout
-            return await asyncio.wait_for(value, t)
+            value = await asyncio.wait_for(value, deadline - self._loop.time())
+            ok = True
+            return value
         except asyncio.TimeoutError:
             self.counters["timeouts"] += 1
             raise Timeout(f"{agent.name}.{method} did not answer within {t:g} s") from None
@@ -430,13 +687,31 @@ class Node:
             raise
         except Exception as exc:
             raise RemoteError(type(exc).__name__, str(exc), agent.name, method) from exc
+        finally:
+            current_deadline_us.reset(token)
+            self._request_done(box, agent.name, t0, ok)
+
+    async def _wait_for_slot(self, box: Mailbox, name: str, method: str, t: float) -> None:
+        """Queue a local call in the agent's mailbox; the slot is ours when the future is set."""
+        waiter = self._loop.create_future()
+        box.queue.append((None, waiter))
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), t)
+        except asyncio.TimeoutError:
+            self.counters["timeouts"] += 1
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._request_done(box, name, time.perf_counter(), False)   # granted too late
+            waiter.cancel()
+            raise Timeout(f"{name}.{method} waited {t:g} s for a free slot") from None
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._request_done(box, name, time.perf_counter(), False)
+            waiter.cancel()
+            raise
 
     async def _call_remote(self, node: str, agent: str, method: str, args: tuple, kwargs: dict,
-                           timeout: float | None) -> Any:
+                           t: float) -> Any:
         self._check_running()
-        t = self.default_timeout if timeout is None else timeout
-        if t <= 0:
-            raise ValueError("timeout must be positive")
         msg_id = next(self._ids)
         data = self._encode(Kind.REQUEST, msg_id, 0, agent, method, (args, kwargs), _now_us() + int(t * 1e6))
         self._transport.send(node, data)
@@ -493,7 +768,7 @@ class Node:
             elif kind == Kind.SEND:
                 self._handle_request(peer, env, False)
             elif kind == Kind.PUBLISH:
-                self._handle_publish(env)
+                self._handle_publish(peer, env)
             elif kind == Kind.ERROR:
                 self._handle_error(env)
             elif _GOSSIP_KINDS[0] <= kind <= _GOSSIP_KINDS[1]:
@@ -543,43 +818,115 @@ class Node:
             if agent is None:
                 raise UnknownAgent(f"no agent named {env.dst!r} on node {self.node_id!r}")
             spec = self._spec(agent, env.subject)
+            box = self._boxes[env.dst]
             if env.deadline_us and env.deadline_us < _now_us():
                 self.counters["expired"] += 1   # the caller has given up: don't do the work
+                box.expired += 1
                 return
             body = codec.load_body(env.body, self.limits)
             if not (isinstance(body, list) and len(body) == 2 and isinstance(body[0], list)
                     and isinstance(body[1], dict)):
                 raise ProtocolError("request body must be [args, kwargs]")
+            admit = box.admit()
+            if admit < 0:
+                box.rejected += 1
+                self.counters["rejected"] += 1
+                raise Overloaded(f"agent {env.dst!r} on node {self.node_id!r} is overloaded "
+                                 f"({box.running} running, {len(box.queue)} queued)")
         except MeshError as exc:
             if want_reply:
                 self._reply_error(peer, env, type(exc).__name__, str(exc), _ORIGIN_MESH)
             return
-        fn = getattr(agent, spec.attr)
-        args, kwargs = body
-        try:
-            if spec.eager or not spec.is_async:
-                state, value = run_eager(fn, args, kwargs, spec.is_async)
-            else:
-                state, value = None, fn(*args, **kwargs)
-        except Exception as exc:
-            self._handler_failed(peer, env, want_reply, exc)
-            return
-        if state is SYNC_DONE:
-            if want_reply:
-                self._reply(peer, env, value)
+        if admit:
+            self._run_request(box, agent, spec, peer, env, want_reply, body[0], body[1])
         else:
-            self._spawn(self._finish_request(peer, env, want_reply, value))
+            box.queue.append((peer, env, want_reply, spec, body[0], body[1]))
 
-    async def _finish_request(self, peer: str, env: Any, want_reply: bool, awaitable: Any) -> None:
+    def _run_request(self, box: Mailbox, agent: Agent, spec: HandlerSpec, peer: str, env: Any,
+                     want_reply: bool, args: list, kwargs: dict) -> None:
+        box.running += 1
+        fn = getattr(agent, spec.attr)
+        # the handler's own calls inherit what is left of this request's deadline
+        token = current_deadline_us.set(env.deadline_us)
+        t0 = time.perf_counter()
+        try:
+            try:
+                if spec.eager or not spec.is_async:
+                    state, value = run_eager(fn, args, kwargs, spec.is_async)
+                else:
+                    state, value = None, fn(*args, **kwargs)
+            except Exception as exc:
+                self._handler_failed(peer, env, want_reply, exc)
+                self._request_done(box, env.dst, t0, False)
+                return
+            if state is SYNC_DONE:
+                if want_reply:
+                    self._reply(peer, env, value)
+                self._request_done(box, env.dst, t0, True)
+            else:
+                self._spawn(self._finish_request(box, t0, peer, env, want_reply, value))
+        finally:
+            current_deadline_us.reset(token)
+
+    async def _finish_request(self, box: Mailbox, t0: float, peer: str, env: Any, want_reply: bool,
+                              awaitable: Any) -> None:
         try:
             value = await awaitable
         except Exception as exc:
             self._handler_failed(peer, env, want_reply, exc)
+            self._request_done(box, env.dst, t0, False)
             return
+        except BaseException:
+            self._request_done(box, env.dst, t0, False)   # cancelled (the node is stopping)
+            raise
         if want_reply:
             # flush=False: the replies of handlers that finish in the same loop iteration
             # (a Raft commit wakes many at once) leave together, one frame per peer
             self._reply(peer, env, value, flush=False)
+        self._request_done(box, env.dst, t0, True)
+
+    def _request_done(self, box: Mailbox, name: str, t0: float, ok: bool) -> None:
+        box.done((time.perf_counter() - t0) * 1000.0, ok)
+        if box.queue and box.running < box.limit:
+            self._drain_mailbox(box, name)
+
+    def _drain_mailbox(self, box: Mailbox, name: str) -> None:
+        """Start queued requests while the agent has free slots. A handler that finishes at
+        once lands back here through _request_done; the loop below carries on for it."""
+        if box.draining:
+            return
+        box.draining = True
+        try:
+            while box.queue and box.running < box.limit:
+                item = box.queue.popleft()
+                if item[0] is None:                 # a local caller waiting for a slot
+                    waiter = item[1]
+                    if not waiter.done():
+                        box.running += 1
+                        waiter.set_result(None)
+                    continue
+                peer, env, want_reply, spec, args, kwargs = item
+                if env.deadline_us and env.deadline_us < _now_us():
+                    self.counters["expired"] += 1   # it waited past its deadline: drop it
+                    box.expired += 1
+                    continue
+                agent = self._agents.get(name)
+                if agent is None:
+                    break
+                self._run_request(box, agent, spec, peer, env, want_reply, args, kwargs)
+        finally:
+            box.draining = False
+
+    def _refuse_queued(self, box: Mailbox, why: str) -> None:
+        """Answer every request still waiting in ``box`` with Unavailable: none was started,
+        so the caller may safely try elsewhere."""
+        while box.queue:
+            item = box.queue.popleft()
+            if item[0] is None:
+                if not item[1].done():
+                    item[1].set_exception(Unavailable(why))
+            elif item[2]:
+                self._reply_error(item[0], item[1], "Unavailable", why, _ORIGIN_MESH)
 
     def _handler_failed(self, peer: str, env: Any, want_reply: bool, exc: Exception) -> None:
         self.counters["handler_errors"] += 1
@@ -606,20 +953,44 @@ class Node:
                             (type_name, message[:4096], origin), 0, 0, 0)
         self._transport.reply(peer, data)
 
-    def _handle_publish(self, env: Any) -> None:
+    def _handle_publish(self, peer: str, env: Any) -> None:
         self.counters["publishes_in"] += 1
+        acked = env.flags & Flag.ACK
         subscribers = self._local_topics.match(env.subject)
         if not subscribers:
+            if acked:
+                self._reply(peer, env, None, flush=False)
             return
         try:
             payload = codec.load_body(env.body, self.limits)
         except DecodeError:
             self.counters["malformed"] += 1
             return
-        for name, spec in subscribers:
-            agent = self._agents.get(name)
-            if agent is not None:
-                self._dispatch_local_oneway(agent, spec, (env.subject, payload), {})
+        waiting = None
+        for sub in subscribers:
+            # A full blocking subscription holds the publisher's ack back, for as many
+            # publishers as it has queue slots; a publisher that does not wait (no ACK flag)
+            # or one too many has its message dropped and counted.
+            if acked and sub.blocking and sub.full and sub.blocked < sub.spec.queue:
+                waiting = waiting or []
+                waiting.append(sub)
+            else:
+                sub.offer(env.subject, payload)
+        if waiting:
+            self._spawn(self._offer_when_room(peer, env, payload, waiting))
+        elif acked:
+            self._reply(peer, env, None, flush=False)
+
+    async def _offer_when_room(self, peer: str, env: Any, payload: Any, subs: list[Subscription]) -> None:
+        for sub in subs:
+            left = (env.deadline_us - _now_us()) / 1e6 if env.deadline_us else self.default_timeout
+            try:
+                await asyncio.wait_for(sub.wait_room(), max(left, 0.0))
+            except asyncio.TimeoutError:
+                sub.dropped += 1     # the publisher has given up waiting
+                continue
+            sub.offer(env.subject, payload)
+        self._reply(peer, env, None, flush=False)
 
     def _dispatch_local_oneway(self, agent: Agent, spec: HandlerSpec, args: tuple, kwargs: dict) -> None:
         fn = getattr(agent, spec.attr)
@@ -653,8 +1024,11 @@ class Node:
     # -- membership (SWIM gossip; see gossip.py) ------------------------------------------
 
     def _meta(self) -> NodeMeta:
-        return NodeMeta(agents={name: a.capabilities for name, a in self._agents.items()},
+        return NodeMeta(agents={name: a.capabilities for name, a in self._agents.items()
+                                if name not in self._retiring},
                         topics=tuple(sorted({p for a in self._agents.values() for p, _ in a.topic_table})),
+                        blocking=tuple(sorted({p for a in self._agents.values() for p, spec in a.topic_table
+                                               if spec.overflow == "block"})),
                         load=self._load)
 
     def _announce(self) -> None:
@@ -759,20 +1133,23 @@ class Node:
             return
         for name in self._directory.set_node(node, meta.agents):
             log.warning("agent name %r on node %s clashes with a local agent; calls stay local", name, node)
-        if self._routed_topics.get(node) != meta.topics:   # unchanged: keep the match cache warm
-            self._remote_topics.remove_subscriber(node)
-            for pattern in meta.topics:
-                try:
-                    self._remote_topics.subscribe(pattern, node)
-                except ValueError:
-                    self.counters["protocol_errors"] += 1
-            self._routed_topics[node] = meta.topics
+        routed = (meta.topics, meta.blocking)
+        if self._routed_topics.get(node) != routed:   # unchanged: keep the match cache warm
+            for table, patterns in ((self._remote_topics, meta.topics), (self._remote_blocking, meta.blocking)):
+                table.remove_subscriber(node)
+                for pattern in patterns:
+                    try:
+                        table.subscribe(pattern, node)
+                    except ValueError:
+                        self.counters["protocol_errors"] += 1
+            self._routed_topics[node] = routed
 
     def _unroute(self, node: str, why: str) -> None:
         removed = self._directory.remove_node(node)
         for name in removed:
             self._scores.remove(name)
         self._remote_topics.remove_subscriber(node)
+        self._remote_blocking.remove_subscriber(node)
         if self._routed_topics.pop(node, None) is not None or removed:
             log.info("stopped routing to %s (%s)", node, why)
 

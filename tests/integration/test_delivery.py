@@ -1,0 +1,197 @@
+"""Per-subscription delivery (bounded queues, drop / drop_oldest / block across nodes),
+retiring an agent without failing its callers, and bulkheads on local calls — two nodes in
+one process on real sockets."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import mesh
+from mesh.errors import Overloaded, UnknownAgent
+from tests.conftest import run_async
+
+pytestmark = pytest.mark.integration
+
+
+class Slow(mesh.Agent):
+    """Subscriptions whose handlers wait for ``gate``: the queues fill up behind them."""
+
+    def __init__(self, name=None):
+        super().__init__(name)
+        self.gate = asyncio.Event()
+        self.got: dict[str, list] = {"drop": [], "oldest": [], "block": []}
+
+    @mesh.on("d.*", queue=4, overflow="drop")
+    async def on_drop(self, topic, payload):
+        await self.gate.wait()
+        self.got["drop"].append(payload)
+
+    @mesh.on("o.*", queue=4, overflow="drop_oldest")
+    async def on_oldest(self, topic, payload):
+        await self.gate.wait()
+        self.got["oldest"].append(payload)
+
+    @mesh.on("b.*", queue=2, overflow="block")
+    async def on_block(self, topic, payload):
+        await self.gate.wait()
+        self.got["block"].append(payload)
+
+
+class Worker(mesh.Agent):
+    capabilities = ("work",)
+    max_concurrency = 2
+    mailbox = 2
+
+    def __init__(self, name=None):
+        super().__init__(name)
+        self.done = 0
+
+    @mesh.rpc
+    async def step(self, seconds):
+        await asyncio.sleep(seconds)
+        self.done += 1
+        return self.name
+
+
+async def pair(*agents_b):
+    a = mesh.Node("da")
+    await a.start()
+    b = mesh.Node("db", seeds=[a.address])
+    for agent in agents_b:
+        b.add(agent)
+    await b.start()
+    for _ in range(200):       # a learns b's subscriptions and agents by gossip
+        if a.directory() and any(m["id"] == "db" and m["topics"] for m in a.members()):
+            break
+        await asyncio.sleep(0.02)
+    return a, b
+
+
+async def until(check, timeout=5.0):
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not check():
+        assert loop.time() < end, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+def stats_of(node, handler):
+    return next(s for s in node.subscription_stats() if s["handler"] == handler)
+
+
+def test_a_slow_subscriber_drops_and_counts_without_stalling_its_publisher():
+    async def main():
+        slow = Slow("slow")
+        a, b = await pair(slow)
+        try:
+            for i in range(20):
+                await a.publish("d.x", i)     # returns at once: the subscriber is on its own
+                await a.publish("o.x", i)
+            await until(lambda: stats_of(b, "on_drop")["dropped"] == 15 and stats_of(b, "on_oldest")["dropped"] == 15)
+            slow.gate.set()
+            await until(lambda: len(slow.got["drop"]) == 5 and len(slow.got["oldest"]) == 5)
+            assert slow.got["drop"] == [0, 1, 2, 3, 4]           # the first, then the queue; new ones dropped
+            assert slow.got["oldest"] == [0, 16, 17, 18, 19]     # the first, then the freshest four
+            assert b.stats()["subscription_drops"] == 30
+        finally:
+            await b.stop()
+            await a.stop()
+    run_async(main)
+
+
+def test_a_blocking_subscriber_slows_its_remote_publisher_and_loses_nothing():
+    async def main():
+        slow = Slow("slow")
+        a, b = await pair(slow)
+        try:
+            done = []
+
+            async def publisher():
+                for i in range(10):
+                    await a.publish("b.x", i)
+                    done.append(i)
+
+            task = asyncio.ensure_future(publisher())
+            # 1 in the handler + 2 queued + 1 publisher waiting for room, held there
+            await until(lambda: stats_of(b, "on_block")["blocked_publishers"] == 1)
+            await asyncio.sleep(0.1)
+            assert len(done) == 3 and not task.done()
+            slow.gate.set()
+            await asyncio.wait_for(task, 5)
+            await until(lambda: len(slow.got["block"]) == 10)
+            assert slow.got["block"] == list(range(10))          # all of them, in order
+            assert stats_of(b, "on_block")["dropped"] == 0
+        finally:
+            await b.stop()
+            await a.stop()
+    run_async(main)
+
+
+def test_a_blocking_subscriber_on_the_same_node_makes_publish_wait():
+    async def main():
+        slow = Slow("slow")
+        a = mesh.Node("solo")
+        a.add(slow)
+        await a.start()
+        try:
+            for i in range(3):
+                await a.publish("b.x", i)        # 1 running, 2 queued
+            waiting = asyncio.ensure_future(a.publish("b.x", 3))
+            await asyncio.sleep(0.05)
+            assert not waiting.done()
+            slow.gate.set()
+            await asyncio.wait_for(waiting, 5)
+            await until(lambda: slow.got["block"] == [0, 1, 2, 3])
+        finally:
+            await a.stop()
+    run_async(main)
+
+
+def test_retiring_an_agent_lets_its_calls_finish_and_call_any_moves_on():
+    async def main():
+        w1, w2 = Worker("w1"), Worker("w2")
+        a, b = await pair(w1, w2)
+        try:
+            await until(lambda: {"w1", "w2"} <= set(a.directory()))
+            failures = []
+
+            async def caller():
+                for _ in range(15):
+                    try:
+                        await a.call_any("work", "step", 0.02, timeout=5)
+                    except Exception as exc:   # noqa: BLE001 - any failure fails the test below
+                        failures.append(exc)
+
+            callers = [asyncio.ensure_future(caller()) for _ in range(4)]
+            await asyncio.sleep(0.1)
+            retired = await b.retire("w1", timeout=5)
+            assert retired is w1 and "w1" not in b.agents
+            await asyncio.gather(*callers)
+            assert failures == []
+            assert w1.done > 0 and w2.done > 0 and w1.done + w2.done == 60
+            with pytest.raises(UnknownAgent):
+                await b.call("w1", "step", 0)
+        finally:
+            await b.stop()
+            await a.stop()
+    run_async(main)
+
+
+def test_local_calls_share_the_agents_bulkhead():
+    async def main():
+        node = mesh.Node("bulk")
+        w = node.add(Worker("w"))
+        await node.start()
+        try:
+            calls = [asyncio.ensure_future(node.call("w", "step", 0.1)) for _ in range(5)]
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            # two run, two wait in the mailbox, the fifth is refused at once
+            assert sum(r == "w" for r in results) == 4
+            assert [type(r) for r in results if r != "w"] == [Overloaded]
+            load = node.agent_load("w")
+            assert load["calls"] == 4 and load["rejected"] == 1 and load["inflight"] == 0
+            assert w.done == 4
+        finally:
+            await node.stop()
+    run_async(main)
