@@ -1,0 +1,1 @@
+"""Patterns built on the node runtime: pub/sub, mediator, supervisors, sharding, autoscaling."""
