@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--join", action="append", metavar="ADDRESS",
                    help="address of a node to join through (repeatable)")
     p.add_argument("--agent", action="append", metavar="MODULE:CLASS[=NAME]",
-                   help="agent to host: a mesh.Agent subclass, optionally named (repeatable)")
+                   help="agent to host: a mesh.Agent subclass, optionally named; {id} in NAME is "
+                        "replaced by the node id (repeatable)")
     p.add_argument("--singleton", action="append", metavar="MODULE:CLASS[=NAME]",
                    help="agent to run on exactly one of the nodes that name it, elected through the "
                         "Raft store; it moves when its node stops or dies (repeatable)")
@@ -167,11 +168,13 @@ def _check(source: str, key: str, value: Any, kind: type) -> Any:
     return value
 
 
-def load_agent(spec: str):
-    """``module:Class[=name]`` -> an agent instance."""
+def load_agent(spec: str, node_id: str = ""):
+    """``module:Class[=name]`` -> an agent instance. ``{id}`` in the name becomes the node's
+    id, so every node can run the same command line (``--agent ...:PlacementAgent=_place.{id}``)."""
     import mesh
 
     target, _, name = spec.partition("=")
+    name = name.replace("{id}", node_id)
     module_name, _, class_name = target.partition(":")
     if not module_name or not class_name:
         raise ConfigError(f"agent: {spec!r} is not MODULE:CLASS[=NAME]")
@@ -189,8 +192,8 @@ async def run(cfg: NodeConfig) -> int:
     import mesh
     from mesh.swim.config import SwimConfig
 
-    agents = [load_agent(spec) for spec in cfg.agent]
-    singletons = [load_agent(spec) for spec in cfg.singleton]
+    agents = [load_agent(spec, cfg.id) for spec in cfg.agent]
+    singletons = [load_agent(spec, cfg.id) for spec in cfg.singleton]
     node = mesh.Node(cfg.id, cfg.bind, cfg.join, cfg.data_dir, default_timeout=cfg.default_timeout,
                      join_timeout=cfg.join_timeout, drain_timeout=cfg.drain_timeout,
                      gossip=SwimConfig(**cfg.gossip), raft_voters=cfg.raft_voters,

@@ -45,6 +45,7 @@ def test_agent_specs():
     agent = load_agent("tests.integration.agents:Calc=calc-9")
     assert agent.name == "calc-9"
     assert load_agent("tests.integration.agents:Calc").name == "calc"
+    assert load_agent("tests.integration.agents:Calc=_place.{id}", "n7").name == "_place.n7"
     for bad in ("nocolon", "no.such.module:X", "tests.integration.agents:Nope", "mesh.errors:MeshError"):
         with pytest.raises(ConfigError):
             load_agent(bad)
