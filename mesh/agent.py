@@ -87,12 +87,15 @@ class Agent:
     ``capabilities`` names what the agent offers; ``call_any(capability, ...)`` load-balances
     over every agent offering it. ``max_concurrency`` caps the handlers it runs at once and
     ``mailbox`` the requests waiting for one (:mod:`mesh.resilience.bulkhead`); without a cap,
-    ``mailbox`` bounds the handlers in flight. Beyond the bound a caller gets ``Overloaded``. Lifecycle: ``on_start`` runs when the node starts (or when
+    ``mailbox`` bounds the handlers in flight. Beyond the bound a caller gets ``Overloaded``.
+    ``capacity`` is the agent's relative weight in ``call_any`` (2.0: about twice the share
+    of calls of an agent with 1.0 at the same latency); it travels with gossip. Lifecycle: ``on_start`` runs when the node starts (or when
     the agent is added to a running node), ``on_stop`` when it stops or the agent is removed.
     """
 
     capabilities: ClassVar[tuple[str, ...]] = ()
     max_concurrency: int | None = None
+    capacity: float = 1.0
     mailbox: int = 4096
     rpc_table: ClassVar[dict[str, HandlerSpec]] = {}
     topic_table: ClassVar[tuple[tuple[str, HandlerSpec], ...]] = ()

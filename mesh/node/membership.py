@@ -4,10 +4,11 @@ SWIM carries metadata as opaque bytes (:mod:`mesh.swim` knows nothing of agents)
 metadata is the msgpack map::
 
     {"v": PROTOCOL_VERSION, "agents": {name: [capability, ...]}, "topics": [pattern, ...],
-     "blocking": [pattern, ...], "load": {"handlers": int, "calls_per_s": float}}
+     "blocking": [pattern, ...], "capacity": {name: float}, "load": {"handlers": int, "calls_per_s": float}}
 
 ``blocking`` lists the patterns whose subscribers chose ``overflow="block"``: publishers
 send those messages with the ACK flag and wait for room (absent in older metadata).
+``capacity`` holds the ``call_any`` weights of agents whose weight is not 1.0.
 
 A change (an agent added or removed, a subscription, a notable change of load) is published
 with a new incarnation and spreads by gossip; every node applies it to its router, so calls
@@ -35,12 +36,14 @@ class NodeMeta:
     agents: dict[str, tuple[str, ...]] = field(default_factory=dict)
     topics: tuple[str, ...] = ()
     blocking: tuple[str, ...] = ()
+    capacity: dict[str, float] = field(default_factory=dict)
     load: dict[str, float] = field(default_factory=dict)
     version: int = PROTOCOL_VERSION
 
     def to_bytes(self) -> bytes:
         data = codec.pack_body({"v": self.version, "agents": {a: list(c) for a, c in self.agents.items()},
                                 "topics": list(self.topics), "blocking": list(self.blocking),
+                                "capacity": dict(self.capacity),
                                 "load": dict(self.load)})
         if len(data) > MAX_META_BYTES:
             raise ValueError(f"node metadata of {len(data)} bytes exceeds {MAX_META_BYTES} "
@@ -65,12 +68,15 @@ class NodeMeta:
             agents = {_str(a): tuple(_str(c) for c in caps) for a, caps in body["agents"].items()}
             topics = tuple(_str(t) for t in body["topics"])
             blocking = tuple(_str(t) for t in body.get("blocking", ()))
+            capacity = {_str(a): float(c) for a, c in body.get("capacity", {}).items()}
+            if not all(0.0 < c < float("inf") for c in capacity.values()):
+                raise ValueError("capacity must be finite and > 0")
             load = {_str(k): float(v) for k, v in body.get("load", {}).items()}
         except ProtocolError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ProtocolError(f"malformed member metadata: {exc!r}") from None
-        return cls(agents, topics, blocking, load, version)
+        return cls(agents, topics, blocking, capacity, load, version)
 
 
 def load_changed(old: dict[str, float], new: dict[str, float]) -> bool:

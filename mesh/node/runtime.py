@@ -220,6 +220,8 @@ class Node:
         self._boxes[agent.name] = box
         agent.node = self
         self._directory.add_local(agent.name, agent.capabilities)
+        if agent.capacity != 1.0:
+            self._scores.add(agent.name, agent.capacity)
         subs = self._subs[agent.name] = {}
         for pattern, spec in agent.topic_table:
             sub = subs.get(spec.attr) or subs.setdefault(spec.attr, Subscription(agent, spec, self._spawn))
@@ -1029,6 +1031,8 @@ class Node:
                         topics=tuple(sorted({p for a in self._agents.values() for p, _ in a.topic_table})),
                         blocking=tuple(sorted({p for a in self._agents.values() for p, spec in a.topic_table
                                                if spec.overflow == "block"})),
+                        capacity={name: float(a.capacity) for name, a in self._agents.items()
+                                  if a.capacity != 1.0 and name not in self._retiring},
                         load=self._load)
 
     def _announce(self) -> None:
@@ -1133,6 +1137,11 @@ class Node:
             return
         for name in self._directory.set_node(node, meta.agents):
             log.warning("agent name %r on node %s clashes with a local agent; calls stay local", name, node)
+        scores = self._scores
+        for name in meta.agents:
+            capacity = meta.capacity.get(name, 1.0)
+            if (capacity != 1.0 or name in scores) and not self._directory.is_local(name):
+                scores.add(name, capacity)   # weight in call_any, as its node published it
         routed = (meta.topics, meta.blocking)
         if self._routed_topics.get(node) != routed:   # unchanged: keep the match cache warm
             for table, patterns in ((self._remote_topics, meta.topics), (self._remote_blocking, meta.blocking)):

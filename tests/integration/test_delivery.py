@@ -195,3 +195,39 @@ def test_local_calls_share_the_agents_bulkhead():
         finally:
             await node.stop()
     run_async(main)
+
+
+class Plain(mesh.Agent):
+    capabilities = ("plain",)
+
+    def __init__(self, name=None, capacity=1.0):
+        super().__init__(name)
+        self.capacity = capacity
+        self.done = 0
+
+    @mesh.rpc
+    async def step(self):
+        await asyncio.sleep(0.002)
+        self.done += 1
+
+
+def test_capacity_travels_with_gossip_and_weights_call_any():
+    async def main():
+        small, big = Plain("small", 1.0), Plain("big", 4.0)
+        a, b = await pair(small, big)
+        try:
+            await until(lambda: {"small", "big"} <= set(a.directory()))
+            assert next(m for m in a.members() if m["id"] == "db")["load"] is not None
+            assert a._scores.stats("big")[3] == 4.0          # the weight b published
+            sem = asyncio.Semaphore(8)
+
+            async def one():
+                async with sem:
+                    await a.call_any("plain", "step")
+            await asyncio.gather(*(one() for _ in range(400)))
+            assert small.done + big.done == 400
+            assert big.done > 2 * small.done, (big.done, small.done)
+        finally:
+            await b.stop()
+            await a.stop()
+    run_async(main)
