@@ -110,12 +110,12 @@ def test_begin_end_and_ewmas(impl):
     s.begin("a")                                       # unknown: added
     s.begin("a")
     assert s.stats("a") == (2, 1000.0, 0.0, 1.0)
-    s.end("a", 200.0, True)                            # first sample sets the latency
-    assert s.stats("a") == (1, 200.0, 0.0, 1.0)
-    s.end("a", 400.0, False)                           # then ewma += alpha * (x - ewma)
-    assert s.stats("a") == (0, 300.0, 0.5, 1.0)
+    s.end("a", 200.0, True)                            # first sample sets it: 200 µs / 2 in flight
+    assert s.stats("a") == (1, 100.0, 0.0, 1.0)
+    s.end("a", 400.0, False)                           # then ewma += alpha * (x - ewma): x = 400 / 1
+    assert s.stats("a") == (0, 250.0, 0.5, 1.0)
     s.end("a", 300, True)                              # in flight never below 0
-    assert s.stats("a") == (0, 300.0, 0.25, 1.0)
+    assert s.stats("a") == (0, 275.0, 0.25, 1.0)
     s.end("nobody", 10.0, True)                        # unknown: ignored
     assert "nobody" not in s
     for bad in (-1.0, math.inf, math.nan):
@@ -133,7 +133,7 @@ def test_score(impl):
     s.begin("a")
     s.end("a", 150.0, False)
     assert s.score("a") == impl.load_score(*s.stats("a"))
-    assert s.score("a") == 2 / 2.0 * 200.0 * (1 + 10 * 0.2)
+    assert s.score("a") == 2 / 2.0 * (75.0 + 50.0) * (1 + 10 * 0.2)   # 150 µs with 2 in flight: 75
 
 
 def test_pick_edge_cases(impl):
@@ -248,6 +248,40 @@ def test_pick_tracks_the_candidates_it_ages(impl):
     loser = "q" if winner == "p" else "p"
     assert loser in s and winner not in s
     assert s.stats(loser)[1] == pytest.approx(1000.0 * (1 - impl.LOSER_DECAY))
+
+
+def test_a_target_with_calls_in_flight_does_not_age(impl):
+    """A stalled target (calls in, no answers) keeps its estimate: callers are not drawn to it
+    the longer they wait, which aging it would do."""
+    s = impl.Scoreboard(seed=4)
+    names = ("a", "b", "c", "d")
+    for n in names:
+        s.begin(n)
+        s.end(n, 2000.0, True)
+    for _ in range(3):
+        s.begin("d")                                   # d stalls with 3 calls in flight
+    before = s.stats("d")
+    counts = Counter()
+    for _ in range(2000):
+        t = s.pick(names)
+        counts[t] += 1
+        if t != "d":                                   # the others answer at once
+            s.begin(t)
+            s.end(t, 2000.0, True)
+    assert s.stats("d") == before
+    assert counts["d"] == 0
+
+
+def test_latency_is_per_call_in_flight(impl):
+    """A target that works side by side (latency flat in its calls in flight) is not judged as
+    if its calls queued: an idle target 10x slower still loses to it."""
+    s = impl.Scoreboard(seed=2)
+    for _ in range(5):
+        s.begin("fast")
+    s.end("fast", 2000.0, True)                        # 2 ms with 5 in flight: 400 µs a call
+    s.begin("slow")
+    s.end("slow", 20_000.0, True)                      # 20 ms alone
+    assert s.score("fast") == 5 * 450.0 < s.score("slow") == 20_050.0
 
 
 def test_p2c_with_weaker_load_differences(impl):

@@ -15,19 +15,31 @@ i.e. roughly the microseconds a new call would wait, per unit of capacity, infla
 failures. The latency floor keeps a target with no measured latency from scoring zero forever;
 the penalty makes a target failing every call look eleven times as loaded.
 
-The first latency sample sets the latency EWMA; later ones move it by ``alpha`` of the
-difference. The error EWMA starts at 0.0 and takes 0.0 for a success, 1.0 for a failure.
-A target never sampled scores with ``default_latency_us``.
+The latency EWMA is of the latency *per call in flight*: a call that ended after
+``latency_us`` with ``k`` calls in flight to its target (itself included) is a sample of
+``latency_us / k``. ``(inflight + 1) *`` that is then the latency one more call may expect
+whether the target works through its calls one at a time (its latency grows with ``k``, the
+sample stays) or side by side (its latency stays, the sample shrinks); an average of raw
+latencies, measured with ``k`` already in flight, would count the ``k`` twice and make a
+target ten times slower but idle look better than a fast one with a few calls in flight.
+The first sample sets the EWMA; later ones move it by ``alpha`` of the difference. With one
+call in flight at a time the sample is the latency itself, as it always was. The error EWMA
+starts at 0.0 and takes 0.0 for a success, 1.0 for a failure. A target never sampled scores
+with ``default_latency_us``.
 
 ``pick`` uses the power of two choices (Mitzenmacher): draw two distinct candidates at random
 and keep the lower score (the first drawn on a tie). Unlike "always the best" it does not herd
 every caller onto the same target between score updates, and unlike uniform random it avoids
-loaded targets. The loser of each comparison ages: its latency and error averages shrink by
-``LOSER_DECAY`` (a fraction), so a target judged on one stale bad sample is tried again after
-about ln(score ratio) / LOSER_DECAY lost comparisons instead of starving forever, while a
-target that really is slow gets only that trickle of probes (Finagle's peak-EWMA decays by
-time for the same reason; we decay by events so the core stays clock-free). The random numbers come from xorshift64* seeded from ``seed``, written
-identically in both twins so that the same seed and the same calls give the same picks.
+loaded targets. The loser of each comparison ages if it has no call in flight: its latency
+and error averages shrink by ``LOSER_DECAY`` (a fraction), so a target judged on one stale bad
+sample is tried again after about ln(score ratio) / LOSER_DECAY lost comparisons instead of
+starving forever, while a target that really is slow gets only that trickle of probes (one
+per ~46 lost comparisons when it scores 10x worse). Finagle's peak-EWMA decays by time for
+the same reason; we decay by events so the core stays clock-free. A target with calls in
+flight does not age: their answers will update it, and one that has stopped answering (a
+stall) must not look better the longer its callers wait. The random numbers come from
+xorshift64* seeded from ``seed``, written identically in both twins so that the same seed and
+the same calls give the same picks.
 
 Both twins (compiled and pure) implement this contract bit for bit.
 """
@@ -143,9 +155,9 @@ class Scoreboard:
         stats[_INFLIGHT] += 1
 
     def end(self, target: str, latency_us: float, ok: bool) -> None:
-        """A call to ``target`` ended after ``latency_us`` microseconds: in-flight -= 1 (not below 0),
-        then both EWMAs take the sample. ValueError if latency_us is negative or not finite;
-        an unknown target is ignored."""
+        """A call to ``target`` ended after ``latency_us`` microseconds: the latency EWMA takes
+        latency_us / max(in-flight, 1), the error EWMA ``ok``, then in-flight -= 1
+        (not below 0). ValueError if latency_us is negative or not finite; an unknown target is ignored."""
         if type(latency_us) is not float:
             latency_us = _as_double(latency_us)
         if not 0.0 <= latency_us < _INF:
@@ -154,13 +166,14 @@ class Scoreboard:
         stats = self._stats.get(target)
         if stats is None:
             return
+        per_call = latency_us / float(stats[_INFLIGHT] if stats[_INFLIGHT] > 1 else 1)
         if stats[_INFLIGHT] > 0:
             stats[_INFLIGHT] -= 1
         alpha = self._alpha
         if stats[_SAMPLED]:
-            stats[_LATENCY] += alpha * (latency_us - stats[_LATENCY])
+            stats[_LATENCY] += alpha * (per_call - stats[_LATENCY])
         else:
-            stats[_LATENCY] = latency_us
+            stats[_LATENCY] = per_call
             stats[_SAMPLED] = True
         stats[_ERRORS] += alpha * (failed - stats[_ERRORS])
 
@@ -187,7 +200,8 @@ class Scoreboard:
 
         One candidate is returned as is. Otherwise two distinct indices are drawn,
         i = (rand >> 11) % n and j = (rand >> 11) % (n - 1), plus 1 if j >= i, and the
-        candidate with the lower score wins (the first drawn on a tie); the loser ages."""
+        candidate with the lower score wins (the first drawn on a tie); the loser ages unless it
+        has calls in flight."""
         n = len(candidates)
         if n == 0:
             raise ValueError("pick() needs at least one candidate")
@@ -210,6 +224,8 @@ class Scoreboard:
         if stats is None:             # a fresh loser must age like the rest, so track it
             self.add(loser)
             stats = self._stats[loser]
+        if stats[_INFLIGHT] > 0:      # answers are on their way: they, not comparisons, update it
+            return
         stats[_LATENCY] *= 1.0 - LOSER_DECAY
         stats[_ERRORS] *= 1.0 - LOSER_DECAY
 
