@@ -103,19 +103,20 @@ class Agent:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         rpcs: dict[str, HandlerSpec] = {}
-        topics: list[tuple[str, HandlerSpec]] = []
+        topics: dict[str, list[tuple[str, HandlerSpec]]] = {}   # by method: an override replaces
         for klass in reversed(cls.__mro__):
             for attr, value in vars(klass).items():
                 mark = getattr(value, "__mesh_rpc__", None)
                 if mark is not None:
                     rpc_name, idempotent, eager = mark
                     rpcs[rpc_name] = HandlerSpec(attr, inspect.iscoroutinefunction(value), idempotent, eager)
-                for pattern in getattr(value, "__mesh_topics__", ()):
+                patterns = getattr(value, "__mesh_topics__", ())
+                if patterns:
                     queue, overflow = value.__mesh_delivery__
-                    topics.append((pattern, HandlerSpec(attr, inspect.iscoroutinefunction(value),
-                                                        queue=queue, overflow=overflow)))
+                    spec = HandlerSpec(attr, inspect.iscoroutinefunction(value), queue=queue, overflow=overflow)
+                    topics[attr] = [(pattern, spec) for pattern in patterns]
         cls.rpc_table = rpcs
-        cls.topic_table = tuple(topics)
+        cls.topic_table = tuple(entry for entries in topics.values() for entry in entries)
         if isinstance(cls.capabilities, str):
             raise TypeError(f"{cls.__name__}.capabilities must be a tuple of names, not a string")
         cls.capabilities = tuple(cls.capabilities)

@@ -16,12 +16,13 @@ from typing import Any, Callable, Coroutine
 class Resume:
     """An awaitable that continues a coroutine already advanced to its first suspension."""
 
-    __slots__ = ("_coro", "_first", "_started")
+    __slots__ = ("_coro", "_first", "_started", "_blocking")
 
-    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
+    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any, blocking: bool = False) -> None:
         self._coro = coro
         self._first = first
         self._started = False
+        self._blocking = blocking
 
     def __await__(self) -> "Resume":
         return self
@@ -35,7 +36,10 @@ class Resume:
     def send(self, value: Any) -> Any:
         if not self._started:
             self._started = True
-            return self._first
+            first = self._first
+            if self._blocking:               # hand the future over as its await left it
+                first._asyncio_future_blocking = True
+            return first
         return self._coro.send(value)
 
     def throw(self, *exc: Any) -> Any:
@@ -59,4 +63,11 @@ def run_eager(fn: Callable[..., Any], args: Any, kwargs: Any, is_async: bool) ->
         first = coro.send(None)
     except StopIteration as stop:
         return SYNC_DONE, stop.value
-    return None, Resume(coro, first)
+    # ``await future`` marks the future as yielded (``_asyncio_future_blocking``) and a task
+    # clears the mark as soon as it takes the future. Until our task does, another handler
+    # awaiting the same future would find the mark set and fail ("await wasn't used with
+    # future"), so clear it now, as a task would, and set it again when the task takes over.
+    blocking = getattr(first, "_asyncio_future_blocking", False) is True
+    if blocking:
+        first._asyncio_future_blocking = False
+    return None, Resume(coro, first, blocking)

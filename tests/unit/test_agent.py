@@ -7,6 +7,7 @@ import pytest
 
 import mesh
 from mesh.eager import SYNC_DONE, Resume, run_eager
+from tests.conftest import run_async
 
 
 class Base(mesh.Agent):
@@ -122,3 +123,50 @@ def test_node_rejects_bad_ids_and_duplicate_agents():
         node.add(Child("c"))
     with pytest.raises(TypeError):
         node.add(object())
+
+
+def test_an_overridden_subscription_replaces_the_parents():
+    class Base(mesh.Agent):
+        @mesh.on("a.*")
+        def tick(self, topic, payload): ...
+
+    class Child(Base):
+        @mesh.on("b.*", queue=8, overflow="drop_oldest")
+        async def tick(self, topic, payload): ...
+
+    assert [(p, s.attr, s.is_async, s.queue, s.overflow) for p, s in Child.topic_table] == \
+        [("b.*", "tick", True, 8, "drop_oldest")]
+    assert [p for p, _ in Base.topic_table] == ["a.*"]
+
+
+@pytest.mark.parametrize("kw", [dict(queue=0), dict(overflow="spill")])
+def test_bad_delivery_options_are_refused(kw):
+    with pytest.raises(ValueError):
+        mesh.on("a.*", **kw)
+
+
+def test_eager_handlers_awaiting_one_future_both_finish():
+    """Two eagerly started handlers suspended on the same future: the second task must not
+    find the future's 'blocking' flag cleared by the first ('await wasn't used with future')."""
+    class Gate(mesh.Agent):
+        def __init__(self):
+            super().__init__("gate")
+            self.gate = None
+
+        @mesh.rpc
+        async def wait(self):
+            return await self.gate
+
+    async def main():
+        node = mesh.Node("eager")
+        g = node.add(Gate())
+        await node.start()
+        try:
+            g.gate = asyncio.get_running_loop().create_future()
+            calls = [asyncio.ensure_future(node.call("gate", "wait")) for _ in range(3)]
+            await asyncio.sleep(0.01)
+            g.gate.set_result(7)
+            assert await asyncio.gather(*calls) == [7, 7, 7]
+        finally:
+            await node.stop()
+    run_async(main)
