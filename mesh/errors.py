@@ -67,6 +67,17 @@ class Unauthorized(MeshError, PermissionError):
     """The ACL denies the caller this operation."""
 
 
+class WrongShard(MeshError):
+    """The agent called for a key does not own the key's shard (partition) at the shard map
+    epoch it knows; the caller refreshes its map and calls the new owner (see
+    :mod:`mesh.patterns.sharding`). The call did not run."""
+
+
+class NoRoute(MeshError, LookupError):
+    """A mediator (:mod:`mesh.patterns.mediator`) has no rule for the message and no default
+    rule, or a rule's target names a field the message lacks."""
+
+
 class RemoteError(MeshError):
     """A handler on the remote side raised; ``type`` is its class name, ``message`` its text."""
 
@@ -86,5 +97,6 @@ class RemoteError(MeshError):
 WIRE_ERRORS: dict[str, type[MeshError]] = {
     cls.__name__: cls
     for cls in (DecodeError, EncodeError, ProtocolError, Timeout, Unreachable, UnknownAgent,
-                UnknownMethod, Overloaded, CircuitOpen, NotLeader, Unavailable, Unauthorized)
+                UnknownMethod, Overloaded, CircuitOpen, NotLeader, Unavailable, Unauthorized, WrongShard,
+                NoRoute)
 }

@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Routing tables: the agent directory, the capability index and the topic table.
+"""Routing tables: the agent directory, the capability index, the topic table and the hash ring.
 
 Theory of operation
 -------------------
@@ -28,17 +28,38 @@ TopicTable
     topic; the cache holds at most ``cache_size`` topics (it is cleared when full) and is
     cleared on every change to the table.
 
+HashRing
+    Consistent hashing over named owners. Keys and ring points are placed by ``hash64``:
+    FNV-1a 64 over the key's bytes (UTF-8 for a str), then the MurmurHash3 64-bit finalizer,
+    so every process, twin and platform agrees (Python's ``hash()`` is salted per process).
+    An owner of weight w has ``vnodes * w`` points, the i-th at ``hash64(owner + "#" + str(i))``
+    (UTF-8); a key belongs to the first point at or after its hash, wrapping around, and equal
+    points go to the owner whose name sorts first. Adding an owner takes keys only from the
+    others (about w / total of them); removing one gives back only its own.
+
+    ``assign(partitions)`` places partition p at ``hash64(p as 8 big-endian bytes)``. With a
+    ``load_factor`` c >= 1, an owner takes at most ``ceil(c * partitions * w / total weight)``
+    partitions (consistent hashing with bounded loads, Mirrokni et al. 2018): partitions are
+    placed in order 0, 1, ... and one whose owner is full walks on to the next point's owner.
+    ``partition_of(key, partitions)`` is ``hash64(key) % partitions``.
+
 Both twins (compiled and pure) implement this contract bit for bit.
 """
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_Next
-from cpython.long cimport PyLong_AsLongLong
+from cpython.long cimport PyLong_AsLongLong, PyLong_AsLongLongAndOverflow
 from cpython.object cimport Py_EQ, PyObject, PyObject_RichCompareBool
 from cpython.ref cimport Py_DECREF, Py_INCREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from libc.math cimport ceil
+from libc.stdint cimport uint64_t
+from libc.stdlib cimport free, malloc, qsort
 
 from collections.abc import Mapping
 
-PUBLIC_API = ["Directory", "TopicTable", "validate_pattern", "validate_topic", "topic_matches"]
+PUBLIC_API = ["Directory", "TopicTable", "validate_pattern", "validate_topic", "topic_matches",
+              "HashRing", "hash64", "partition_of"]
 
 cdef Py_ssize_t _MAX_CACHE_SIZE = 1 << 30
 
@@ -521,3 +542,257 @@ cdef class TopicTable:
 
     def __len__(self):
         return len(self._pairs)
+
+
+# ---------------------------------------------------------------------------------------------
+# consistent hashing
+
+cdef uint64_t _FNV_OFFSET = 0xCBF29CE484222325ULL
+cdef uint64_t _FNV_PRIME = 0x100000001B3ULL
+cdef Py_ssize_t _MAX_VNODES = 1024
+cdef Py_ssize_t _MAX_WEIGHT = 64
+cdef Py_ssize_t _MAX_PARTITIONS = 1 << 20
+
+
+cdef inline uint64_t _fnv(uint64_t h, const unsigned char* data, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        h = (h ^ data[i]) * _FNV_PRIME
+    return h
+
+
+cdef inline uint64_t _finish(uint64_t h) noexcept nogil:
+    # FNV-1a alone mixes its last bytes poorly into the high bits; the finalizer fixes that.
+    h ^= h >> 33
+    h *= 0xFF51AFD7ED558CCDULL
+    h ^= h >> 33
+    h *= 0xC4CEB9FE1A85EC53ULL
+    h ^= h >> 33
+    return h
+
+
+cdef uint64_t _hash_key(object key) except? 0:
+    cdef const char* data
+    cdef Py_ssize_t n
+    if isinstance(key, str):
+        try:
+            data = PyUnicode_AsUTF8AndSize(key, &n)     # cached in the str: no copy
+        except UnicodeEncodeError:
+            raise ValueError("key is not encodable as UTF-8 (lone surrogate)") from None
+    elif isinstance(key, bytes):
+        data = PyBytes_AS_STRING(key)
+        n = PyBytes_GET_SIZE(key)
+    else:
+        raise TypeError(f"key must be str or bytes, not {type(key).__name__}")
+    return _finish(_fnv(_FNV_OFFSET, <const unsigned char*>data, n))
+
+
+cdef Py_ssize_t _check_int(str what, object value, Py_ssize_t low, Py_ssize_t high) except -1:
+    # low >= 0, so -1 is free to signal an error
+    cdef int overflow = 0
+    cdef long long v
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{what} must be int, not {type(value).__name__}")
+    v = PyLong_AsLongLongAndOverflow(value, &overflow)
+    if overflow or v < low or v > high:
+        raise ValueError(f"{what} must be in [{low}, {high}], got {value}")
+    return <Py_ssize_t>v
+
+
+def hash64(key):
+    """The ring's stable 64-bit hash of ``key`` (str as UTF-8, or bytes): FNV-1a 64, then the
+    MurmurHash3 finalizer. TypeError for other types, ValueError for unencodable text."""
+    return _hash_key(key)
+
+
+def partition_of(key, partitions):
+    """The partition of ``key`` among ``partitions`` (1 .. 2**20): ``hash64(key) % partitions``."""
+    cdef uint64_t n = <uint64_t>_check_int("partitions", partitions, 1, _MAX_PARTITIONS)
+    return _hash_key(key) % n
+
+
+cdef list _owner_points(str owner, Py_ssize_t count):
+    # hash64(owner + "#" + str(i)): FNV runs over the bytes in order, so the prefix is hashed once.
+    cdef bytes prefix = owner.encode("utf-8") + b"#"
+    cdef uint64_t base = _fnv(_FNV_OFFSET, <const unsigned char*>PyBytes_AS_STRING(prefix), len(prefix))
+    cdef unsigned char digits[24]
+    cdef Py_ssize_t i, j, k, v
+    cdef list points = []
+    for i in range(count):
+        k = 24
+        v = i
+        while True:                      # str(i), written backwards from the end of the buffer
+            k -= 1
+            digits[k] = 48 + v % 10
+            v //= 10
+            if v == 0:
+                break
+        points.append(_finish(_fnv(base, &digits[k], 24 - k)))
+    return points
+
+
+cdef struct _Point:
+    uint64_t point
+    Py_ssize_t rank                      # index of the owner in the sorted owner names
+
+
+cdef int _point_order(const void* a, const void* b) noexcept nogil:
+    cdef const _Point* x = <const _Point*>a
+    cdef const _Point* y = <const _Point*>b
+    if x.point != y.point:
+        return -1 if x.point < y.point else 1
+    return -1 if x.rank < y.rank else (1 if x.rank > y.rank else 0)
+
+
+cdef inline Py_ssize_t _first_at_or_after(const _Point* ring, Py_ssize_t n, uint64_t h) noexcept nogil:
+    # lower bound, wrapping past the last point to the first
+    cdef Py_ssize_t lo = 0, hi = n, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if ring[mid].point < h:
+            lo = mid + 1
+        else:
+            hi = mid
+    return 0 if lo == n else lo
+
+
+cdef class HashRing:
+    """Consistent hashing: owners with virtual nodes on a 64-bit ring; keys go to the next point."""
+
+    cdef Py_ssize_t _vnodes
+    cdef dict _weights          # owner -> weight
+    cdef dict _cached           # owner -> its points (hashing is the cost)
+    cdef tuple _names           # owners, sorted: a point's rank indexes this
+    cdef _Point* _ring          # every point, ascending
+    cdef Py_ssize_t _n
+
+    def __cinit__(self):
+        self._ring = NULL
+        self._n = 0
+        self._names = ()
+
+    def __dealloc__(self):
+        free(self._ring)
+
+    def __init__(self, vnodes=128):
+        self._vnodes = _check_int("vnodes", vnodes, 1, _MAX_VNODES)
+        self._weights = {}
+        self._cached = {}
+
+    @property
+    def vnodes(self):
+        """Points per unit of weight (read-only)."""
+        return self._vnodes
+
+    cdef int _rebuild(self) except -1:
+        cdef tuple names = tuple(sorted(self._weights))
+        cdef Py_ssize_t total = 0, k = 0, rank
+        for name in names:
+            total += len(<list>self._cached[name])
+        cdef _Point* ring = NULL
+        if total:
+            ring = <_Point*>malloc(total * sizeof(_Point))
+            if ring == NULL:
+                raise MemoryError()
+            for rank in range(len(names)):
+                for point in <list>self._cached[names[rank]]:
+                    ring[k].point = point
+                    ring[k].rank = rank
+                    k += 1
+            qsort(ring, total, sizeof(_Point), _point_order)
+        free(self._ring)
+        self._ring = ring
+        self._n = total
+        self._names = names
+        return 0
+
+    def add(self, owner, weight=1):
+        """Put ``owner`` on the ring with ``vnodes * weight`` points (weight 1 .. 64).
+
+        ValueError if it is already there."""
+        _check_name("owner", owner)
+        cdef Py_ssize_t w = _check_int("weight", weight, 1, _MAX_WEIGHT)
+        if owner in self._weights:
+            raise ValueError(f"owner {owner!r} is already on the ring")
+        try:
+            points = _owner_points(owner, self._vnodes * w)
+        except UnicodeEncodeError:
+            raise ValueError("owner is not encodable as UTF-8 (lone surrogate)") from None
+        self._weights[owner] = w
+        self._cached[owner] = points
+        self._rebuild()
+
+    def remove(self, owner):
+        """Take ``owner`` off the ring; KeyError if it is not there."""
+        if owner not in self._weights:
+            raise KeyError(owner)
+        del self._weights[owner]
+        del self._cached[owner]
+        self._rebuild()
+
+    def owner_of(self, key):
+        """The owner of ``key`` (str or bytes). LookupError if the ring is empty."""
+        cdef uint64_t h = _hash_key(key)
+        if self._n == 0:
+            raise LookupError("the ring has no owners")
+        return self._names[self._ring[_first_at_or_after(self._ring, self._n, h)].rank]
+
+    def assign(self, partitions, load_factor=0.0):
+        """The owner of each partition 0 .. partitions-1 (1 .. 2**20 of them).
+
+        ``load_factor`` 0: plain consistent hashing; c >= 1: no owner takes more than
+        ``ceil(c * partitions * weight / total weight)``. LookupError if the ring is empty."""
+        cdef Py_ssize_t count = _check_int("partitions", partitions, 1, _MAX_PARTITIONS)
+        if not isinstance(load_factor, (int, float)) or isinstance(load_factor, bool):
+            raise TypeError(f"load_factor must be a number, not {type(load_factor).__name__}")
+        if not (load_factor == 0 or 1 <= load_factor <= 1e6):
+            raise ValueError(f"load_factor must be 0 or in [1, 1e6], got {load_factor}")
+        if self._n == 0:
+            raise LookupError("the ring has no owners")
+        cdef double c = float(load_factor)
+        cdef tuple names = self._names
+        cdef Py_ssize_t owners = len(names), total = 0, p, i, rank
+        cdef Py_ssize_t* room = NULL
+        cdef unsigned char buf[8]
+        cdef uint64_t up
+        for name in names:
+            total += <Py_ssize_t>self._weights[name]
+        cdef list out = []
+        try:
+            if c != 0:
+                room = <Py_ssize_t*>malloc(owners * sizeof(Py_ssize_t))
+                if room == NULL:
+                    raise MemoryError()
+                for rank in range(owners):
+                    room[rank] = <Py_ssize_t>ceil(
+                        c * <double>count * <double><Py_ssize_t>self._weights[names[rank]] / <double>total)
+            for p in range(count):
+                up = <uint64_t>p
+                for i in range(8):                       # p as 8 big-endian bytes
+                    buf[i] = (up >> (56 - 8 * i)) & 0xFF
+                i = _first_at_or_after(self._ring, self._n, _finish(_fnv(_FNV_OFFSET, buf, 8)))
+                if room != NULL:
+                    while room[self._ring[i].rank] == 0:   # full: walk on (the rooms add up to >= partitions)
+                        i = i + 1 if i + 1 < self._n else 0
+                    room[self._ring[i].rank] -= 1
+                out.append(names[self._ring[i].rank])
+        finally:
+            free(room)
+        return tuple(out)
+
+    def owners(self):
+        """The owners on the ring, sorted."""
+        return self._names
+
+    def weight_of(self, owner):
+        """The weight of ``owner``; KeyError if it is not on the ring."""
+        w = self._weights.get(owner)
+        if w is None:                    # not d[owner]: Cython's KeyError would lose a None key
+            raise KeyError(owner)
+        return w
+
+    def __len__(self):
+        return len(self._weights)
+
+    def __contains__(self, owner):
+        return owner in self._weights

@@ -193,6 +193,11 @@ class Node:
         return self._transport.address or self.bind
 
     @property
+    def stopping(self) -> bool:
+        """True from the start of :meth:`stop`: new work is refused, agents are on their way out."""
+        return self._stopping
+
+    @property
     def agents(self) -> dict[str, Agent]:
         return dict(self._agents)
 
@@ -330,8 +335,12 @@ class Node:
         ``drain_timeout``), fail what is left, tell the mesh we leave, stop agents, close sockets."""
         if not self._started or self._stopping:
             return
-        # Singletons first, while the KV still answers: the next holder takes over at once.
-        await asyncio.gather(*(r.stop() for r in self._singletons.values()), return_exceptions=True)
+        # Singletons and shards first, while the KV still answers: the next holder or owner
+        # takes over at once instead of waiting for our leases to run out.
+        stops = [r.stop() for r in self._singletons.values()]
+        if self._shards is not None:
+            stops.append(self._shards.stop())
+        await asyncio.gather(*stops, return_exceptions=True)
         self._stopping = True
         for name, box in self._boxes.items():
             self._refuse_queued(box, f"node {self.node_id} is stopping")
@@ -411,10 +420,16 @@ class Node:
                        timeout: float | None = None, **kwargs: Any) -> Any:
         """Call ``method`` on the agent of ``capability`` that owns ``key``'s shard
         (consistent hashing over the shard map in the Raft KV; see :mod:`mesh.patterns.sharding`)."""
+        return await self.shards.call_key(capability, key, method, *args, timeout=timeout, **kwargs)
+
+    @property
+    def shards(self) -> Any:
+        """The node's :class:`~mesh.patterns.sharding.ShardRouter` (made on first use): shard
+        maps, ``move(capability, partition, agent)``, and fencing for ``Sharded`` agents."""
         if self._shards is None:
             from mesh.patterns.sharding import ShardRouter
             self._shards = ShardRouter(self)
-        return await self._shards.call_key(capability, key, method, *args, timeout=timeout, **kwargs)
+        return self._shards
 
     def _budget(self, timeout: float | None, target: str, method: str) -> float:
         t = self.default_timeout if timeout is None else timeout

@@ -1,4 +1,4 @@
-"""Routing tables: the agent directory, the capability index and the topic table.
+"""Routing tables: the agent directory, the capability index, the topic table and the hash ring.
 
 Theory of operation
 -------------------
@@ -27,13 +27,31 @@ TopicTable
     topic; the cache holds at most ``cache_size`` topics (it is cleared when full) and is
     cleared on every change to the table.
 
+HashRing
+    Consistent hashing over named owners. Keys and ring points are placed by ``hash64``:
+    FNV-1a 64 over the key's bytes (UTF-8 for a str), then the MurmurHash3 64-bit finalizer,
+    so every process, twin and platform agrees (Python's ``hash()`` is salted per process).
+    An owner of weight w has ``vnodes * w`` points, the i-th at ``hash64(owner + "#" + str(i))``
+    (UTF-8); a key belongs to the first point at or after its hash, wrapping around, and equal
+    points go to the owner whose name sorts first. Adding an owner takes keys only from the
+    others (about w / total of them); removing one gives back only its own.
+
+    ``assign(partitions)`` places partition p at ``hash64(p as 8 big-endian bytes)``. With a
+    ``load_factor`` c >= 1, an owner takes at most ``ceil(c * partitions * w / total weight)``
+    partitions (consistent hashing with bounded loads, Mirrokni et al. 2018): partitions are
+    placed in order 0, 1, ... and one whose owner is full walks on to the next point's owner.
+    ``partition_of(key, partitions)`` is ``hash64(key) % partitions``.
+
 Both twins (compiled and pure) implement this contract bit for bit.
 """
 from __future__ import annotations
 
+import math
+from bisect import bisect_left
 from collections.abc import Hashable, Iterable, Mapping
 
-PUBLIC_API = ["Directory", "TopicTable", "validate_pattern", "validate_topic", "topic_matches"]
+PUBLIC_API = ["Directory", "TopicTable", "validate_pattern", "validate_topic", "topic_matches",
+              "HashRing", "hash64", "partition_of"]
 
 _MAX_CACHE_SIZE = 1 << 30
 
@@ -438,3 +456,167 @@ class TopicTable:
 
     def __len__(self) -> int:
         return len(self._pairs)
+
+
+# ---------------------------------------------------------------------------------------------
+# consistent hashing
+
+_MASK64 = (1 << 64) - 1
+_FNV_OFFSET = 0xCBF29CE484222325
+_FNV_PRIME = 0x100000001B3
+_MAX_VNODES = 1024
+_MAX_WEIGHT = 64
+_MAX_PARTITIONS = 1 << 20
+
+
+def _key_bytes(key: object) -> bytes:
+    if isinstance(key, str):
+        try:
+            return key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("key is not encodable as UTF-8 (lone surrogate)") from None
+    if isinstance(key, bytes):
+        return key
+    raise TypeError(f"key must be str or bytes, not {type(key).__name__}")
+
+
+def _hash_bytes(data: bytes) -> int:
+    h = _FNV_OFFSET
+    for byte in data:
+        h = ((h ^ byte) * _FNV_PRIME) & _MASK64
+    # FNV-1a alone mixes its last bytes poorly into the high bits; the finalizer fixes that.
+    h ^= h >> 33
+    h = (h * 0xFF51AFD7ED558CCD) & _MASK64
+    h ^= h >> 33
+    h = (h * 0xC4CEB9FE1A85EC53) & _MASK64
+    h ^= h >> 33
+    return h
+
+
+def _check_int(what: str, value: object, low: int, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{what} must be int, not {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValueError(f"{what} must be in [{low}, {high}], got {value}")
+    return value
+
+
+def hash64(key: str | bytes) -> int:
+    """The ring's stable 64-bit hash of ``key`` (str as UTF-8, or bytes): FNV-1a 64, then the
+    MurmurHash3 finalizer. TypeError for other types, ValueError for unencodable text."""
+    return _hash_bytes(_key_bytes(key))
+
+
+def partition_of(key: str | bytes, partitions: int) -> int:
+    """The partition of ``key`` among ``partitions`` (1 .. 2**20): ``hash64(key) % partitions``."""
+    _check_int("partitions", partitions, 1, _MAX_PARTITIONS)
+    return _hash_bytes(_key_bytes(key)) % partitions
+
+
+def _owner_points(owner: str, count: int) -> list[int]:
+    prefix = owner.encode("utf-8") + b"#"
+    return [_hash_bytes(prefix + str(i).encode()) for i in range(count)]
+
+
+class HashRing:
+    """Consistent hashing: owners with virtual nodes on a 64-bit ring; keys go to the next point."""
+
+    __slots__ = ("_vnodes", "_weights", "_cached", "_names", "_points", "_ranks")
+
+    def __init__(self, vnodes: int = 128) -> None:
+        self._vnodes = _check_int("vnodes", vnodes, 1, _MAX_VNODES)
+        self._weights: dict[str, int] = {}           # owner -> weight
+        self._cached: dict[str, list[int]] = {}      # owner -> its points (hashing is the cost)
+        self._names: tuple[str, ...] = ()            # owners, sorted: a point's rank indexes this
+        self._points: list[int] = []                 # every point, ascending
+        self._ranks: list[int] = []                  # the owner rank of each point
+
+    @property
+    def vnodes(self) -> int:
+        """Points per unit of weight (read-only)."""
+        return self._vnodes
+
+    def _rebuild(self) -> None:
+        names = tuple(sorted(self._weights))
+        pairs = [(point, rank) for rank, name in enumerate(names) for point in self._cached[name]]
+        pairs.sort()
+        self._names = names
+        self._points = [point for point, _ in pairs]
+        self._ranks = [rank for _, rank in pairs]
+
+    def add(self, owner: str, weight: int = 1) -> None:
+        """Put ``owner`` on the ring with ``vnodes * weight`` points (weight 1 .. 64).
+
+        ValueError if it is already there."""
+        _check_name("owner", owner)
+        _check_int("weight", weight, 1, _MAX_WEIGHT)
+        if owner in self._weights:
+            raise ValueError(f"owner {owner!r} is already on the ring")
+        try:
+            points = _owner_points(owner, self._vnodes * weight)
+        except UnicodeEncodeError:
+            raise ValueError("owner is not encodable as UTF-8 (lone surrogate)") from None
+        self._weights[owner] = weight
+        self._cached[owner] = points
+        self._rebuild()
+
+    def remove(self, owner: str) -> None:
+        """Take ``owner`` off the ring; KeyError if it is not there."""
+        if owner not in self._weights:
+            raise KeyError(owner)
+        del self._weights[owner]
+        del self._cached[owner]
+        self._rebuild()
+
+    def owner_of(self, key: str | bytes) -> str:
+        """The owner of ``key`` (str or bytes). LookupError if the ring is empty."""
+        h = _hash_bytes(_key_bytes(key))
+        if not self._points:
+            raise LookupError("the ring has no owners")
+        i = bisect_left(self._points, h)
+        if i == len(self._points):
+            i = 0
+        return self._names[self._ranks[i]]
+
+    def assign(self, partitions: int, load_factor: float = 0.0) -> tuple[str, ...]:
+        """The owner of each partition 0 .. partitions-1 (1 .. 2**20 of them).
+
+        ``load_factor`` 0: plain consistent hashing; c >= 1: no owner takes more than
+        ``ceil(c * partitions * weight / total weight)``. LookupError if the ring is empty."""
+        _check_int("partitions", partitions, 1, _MAX_PARTITIONS)
+        if not isinstance(load_factor, (int, float)) or isinstance(load_factor, bool):
+            raise TypeError(f"load_factor must be a number, not {type(load_factor).__name__}")
+        if not (load_factor == 0 or 1 <= load_factor <= 1e6):
+            raise ValueError(f"load_factor must be 0 or in [1, 1e6], got {load_factor}")
+        points, ranks, names = self._points, self._ranks, self._names
+        n = len(points)
+        if not n:
+            raise LookupError("the ring has no owners")
+        total = sum(self._weights.values())
+        if load_factor:
+            room = [math.ceil(float(load_factor) * partitions * self._weights[name] / total) for name in names]
+        out = []
+        for p in range(partitions):
+            i = bisect_left(points, _hash_bytes(p.to_bytes(8, "big")))
+            if i == n:
+                i = 0
+            if load_factor:
+                while not room[ranks[i]]:       # full: walk on (the rooms add up to >= partitions)
+                    i = i + 1 if i + 1 < n else 0
+                room[ranks[i]] -= 1
+            out.append(names[ranks[i]])
+        return tuple(out)
+
+    def owners(self) -> tuple[str, ...]:
+        """The owners on the ring, sorted."""
+        return self._names
+
+    def weight_of(self, owner: str) -> int:
+        """The weight of ``owner``; KeyError if it is not on the ring."""
+        return self._weights[owner]
+
+    def __len__(self) -> int:
+        return len(self._weights)
+
+    def __contains__(self, owner: object) -> bool:
+        return owner in self._weights
