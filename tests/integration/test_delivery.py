@@ -61,10 +61,13 @@ async def pair(*agents_b):
     for agent in agents_b:
         b.add(agent)
     await b.start()
-    for _ in range(200):       # a learns b's subscriptions and agents by gossip
-        if a.directory() and any(m["id"] == "db" and m["topics"] for m in a.members()):
-            break
-        await asyncio.sleep(0.02)
+    names = {agent.name for agent in agents_b}
+    subscribes = any(agent.topic_table for agent in agents_b)
+
+    def linked() -> bool:      # a has learnt b's agents and subscriptions, and its link is up
+        return any(m["id"] == "db" and m["link"] == "up" and names <= set(m["agents"])
+                   and bool(m["topics"]) == subscribes for m in a.members()) and names <= set(a.directory())
+    await until(linked, timeout=20.0)
     return a, b
 
 
