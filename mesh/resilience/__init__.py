@@ -11,7 +11,7 @@ runtime (:mod:`mesh.node.runtime`) applies them on every call.
 from __future__ import annotations
 
 from mesh.resilience.breaker import BreakerConfig, CircuitBreaker
-from mesh.resilience.deadline import remaining
+from mesh.resilience.deadline import detached, remaining
 from mesh.resilience.retry import RetryPolicy
 
-__all__ = ["BreakerConfig", "CircuitBreaker", "RetryPolicy", "remaining"]
+__all__ = ["BreakerConfig", "CircuitBreaker", "RetryPolicy", "detached", "remaining"]

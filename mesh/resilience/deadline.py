@@ -7,13 +7,18 @@ task the handler starts, so calls it makes — directly or from its tasks — ar
 ``min(their own timeout, what is left)``. A call whose budget is already spent fails at once
 with :class:`~mesh.errors.Timeout` instead of sending work nobody waits for.
 
+A task a handler starts inherits the budget too: right for work done on behalf of the call,
+wrong for background work that outlives it, which :func:`detached` starts without it.
+
 Wall clocks differ between hosts; the budget shrinks or grows by the skew. NTP keeps that
 to milliseconds, the same assumption gRPC's deadline propagation makes.
 """
 from __future__ import annotations
 
+import asyncio
 import time
-from contextvars import ContextVar
+from contextvars import ContextVar, copy_context
+from typing import Any, Coroutine
 
 # absolute deadline of the request being served, time.time_ns() // 1000; 0: none
 current_deadline_us: ContextVar[int] = ContextVar("mesh_deadline_us", default=0)
@@ -30,6 +35,14 @@ def remaining() -> float | None:
     if not deadline:
         return None
     return (deadline - now_us()) / 1e6
+
+
+def detached(coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
+    """Start ``coro`` as a task free of the deadline of the call being served (other context
+    variables are kept): background work a handler starts but does not wait for."""
+    context = copy_context()
+    context.run(current_deadline_us.set, 0)
+    return asyncio.get_running_loop().create_task(coro, context=context)
 
 
 def budget_s(timeout: float, deadline_us: int, now: int) -> float:

@@ -234,3 +234,36 @@ def test_capacity_travels_with_gossip_and_weights_call_any():
             await b.stop()
             await a.stop()
     run_async(main)
+
+
+class Spawner(mesh.Agent):
+    def __init__(self, name=None):
+        super().__init__(name)
+        self.seen: dict[str, object] = {}
+
+    @mesh.rpc
+    async def start(self):
+        from mesh.resilience import detached, remaining
+
+        async def report(tag):
+            await asyncio.sleep(0.01)
+            self.seen[tag] = remaining()
+        asyncio.ensure_future(report("inherited"))
+        detached(report("detached"))
+        return remaining()
+
+
+def test_tasks_a_handler_starts_inherit_its_budget_unless_detached():
+    async def main():
+        s = Spawner("s")
+        a, b = await pair(s)
+        try:
+            left = await a.call("s", "start", timeout=2.0)
+            assert 0 < left <= 2.0
+            await until(lambda: len(s.seen) == 2)
+            assert 0 < s.seen["inherited"] <= 2.0
+            assert s.seen["detached"] is None
+        finally:
+            await b.stop()
+            await a.stop()
+    run_async(main)
