@@ -44,7 +44,6 @@ import itertools
 import json
 import math
 import random
-import signal
 import sys
 import time
 from collections import Counter
@@ -57,8 +56,8 @@ import uvloop
 
 import mesh
 from bench.baselines import PAYLOAD
-from bench.raft import Child, machine, mesh_version
-from bench.report import percentile
+from bench.raft import Child, machine, mesh_version, run_main
+from bench.report import percentile, publish
 from mesh.errors import MeshError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -441,26 +440,11 @@ def main(argv: list[str] | None = None) -> int:
         Child.kill_all()
 
     text = report(results, s, command, started, host, version)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "balance.md").write_text(text)
-    (out / "balance.json").write_text(json.dumps({"command": command, "date": started, "machine": host,
-                                                  "mesh": version, "settings": s.__dict__ | {"cases": list(s.cases)},
-                                                  "results": results}, indent=1))
-    print(text)
-    if args.plot:
-        try:
-            plot(results, out / "balance.png", f"{command} — {started}")
-        except ImportError:
-            print("--plot needs matplotlib: pip install matplotlib  (or pip install -e '.[bench]')", file=sys.stderr)
-            return 1
-        print(f"plot: {out / 'balance.png'}")
-    return 0
+    data = {"command": command, "date": started, "machine": host, "mesh": version,
+            "settings": s.__dict__ | {"cases": list(s.cases)}, "results": results}
+    return publish(out, "balance", text, data,
+                   (lambda png: plot(results, png, f"{command} — {started}")) if args.plot else None)
 
 
 if __name__ == "__main__":
-    # SIGTERM unwinds like Ctrl-C, so the finally blocks kill every child.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    try:
-        sys.exit(main())
-    finally:
-        Child.kill_all()
+    run_main(main)

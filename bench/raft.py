@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bench.baselines import _LIBC, _die_with_parent
-from bench.report import percentile
+from bench.report import percentile, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
@@ -734,26 +734,21 @@ def main(argv: list[str] | None = None) -> int:
         ])
     if args.no_pysyncobj:
         text += "\nPySyncObj was not measured in this run (--no-pysyncobj or not installed).\n"
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "raft.md").write_text(text)
-    (OUT / "raft.json").write_text(json.dumps({"command": command, "date": started, "machine": host, "mesh": version,
-                                               "disk": disk, "writes": rows, "failovers": failovers,
-                                               "client_after_failovers": after}))
-    print(text)
-    if args.plot:
-        try:
-            plot(rows, failovers, OUT / "raft.png", f"{command} — {started}")
-        except ImportError:
-            print("--plot needs matplotlib: pip install matplotlib  (or pip install -e '.[bench]')", file=sys.stderr)
-            return 1
-        print(f"plot: {OUT / 'raft.png'}")
-    return 0
+    data = {"command": command, "date": started, "machine": host, "mesh": version, "disk": disk,
+            "writes": rows, "failovers": failovers, "client_after_failovers": after}
+    return publish(OUT, "raft", text, data,
+                   (lambda png: plot(rows, failovers, png, f"{command} — {started}")) if args.plot else None)
 
 
-if __name__ == "__main__":
-    # SIGTERM unwinds like Ctrl-C, so the finally blocks kill every child.
+def run_main(main: Any) -> None:
+    """Run a benchmark's ``main`` as a script: SIGTERM unwinds like Ctrl-C, so the finally
+    blocks (and this one) kill every child process."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         sys.exit(main())
     finally:
         Child.kill_all()
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -307,3 +308,21 @@ def plot_latency(samples_dir: Path, out_png: Path, title: str = "") -> Path | No
     fig.savefig(out_png, dpi=120)
     plt.close(fig)
     return out_png
+
+
+def publish(out: Path, stem: str, text: str, data: dict[str, Any], plot: Any = None) -> int:
+    """Write ``out/stem.md`` (the table) and ``out/stem.json`` (the data), print the table,
+    and draw ``out/stem.png`` with ``plot(path)`` when given. Returns an exit status: 1 when
+    the plot needs matplotlib and it is missing."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.md").write_text(text)
+    (out / f"{stem}.json").write_text(json.dumps(data, indent=1))
+    print(text)
+    if plot is not None:
+        try:
+            plot(out / f"{stem}.png")
+        except ImportError:
+            print("--plot needs matplotlib: pip install matplotlib  (or pip install -e '.[bench]')", file=sys.stderr)
+            return 1
+        print(f"plot: {out / f'{stem}.png'}")
+    return 0
