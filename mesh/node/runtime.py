@@ -91,6 +91,20 @@ class _Pending:
         self.method = method
 
 
+class _LocalSend:
+    """What a one-way send to an agent on this node carries through the bulkhead in place of
+    an envelope: the target, the method, no deadline."""
+
+    __slots__ = ("dst", "subject", "deadline_us", "msg_id", "src")
+
+    def __init__(self, dst: str, subject: str) -> None:
+        self.dst = dst
+        self.subject = subject
+        self.deadline_us = 0
+        self.msg_id = 0
+        self.src = ""
+
+
 class Node:
     """A mesh node: hosts agents, talks to peers.
 
@@ -534,12 +548,22 @@ class Node:
 
     async def send(self, agent: str, method: str, *args: Any, **kwargs: Any) -> None:
         """One-way: deliver ``agent.method(*args, **kwargs)`` without waiting for a result.
-        Sends to the same node are batched; errors at the target are only counted there."""
+        Sends to the same node are batched; errors at the target are only counted there (a
+        remote target whose mailbox is full drops the message and counts it ``rejected``; a
+        local one raises Overloaded at once)."""
         self._check_running()
         target = self._agents.get(agent)
-        if target is not None:
+        if target is not None:       # through the agent's bulkhead, as a send from a peer would
             spec = self._spec(target, method)
-            self._dispatch_local_oneway(target, spec, args, kwargs)
+            box = self._boxes[agent]
+            admit = box.admit()
+            if admit < 0:
+                raise self._overloaded(box, agent)
+            env = _LocalSend(agent, method)
+            if admit:
+                self._run_request(box, target, spec, "", env, False, args, kwargs)
+            else:
+                box.queue.append(("", env, False, spec, args, kwargs))
             return
         node = self._node_of(agent)
         data = self._encode(Kind.SEND, next(self._ids), 0, agent, method, (args, kwargs), 0)
@@ -674,9 +698,7 @@ class Node:
         box = self._boxes[agent.name]
         admit = box.admit()
         if admit < 0:
-            box.rejected += 1
-            self.counters["rejected"] += 1
-            raise Overloaded(f"agent {agent.name!r} is overloaded ({box.running} running, {len(box.queue)} queued)")
+            raise self._overloaded(box, agent.name)
         deadline = self._loop.time() + t
         if not admit:
             await self._wait_for_slot(box, agent.name, method, t)
@@ -846,10 +868,7 @@ class Node:
                 raise ProtocolError("request body must be [args, kwargs]")
             admit = box.admit()
             if admit < 0:
-                box.rejected += 1
-                self.counters["rejected"] += 1
-                raise Overloaded(f"agent {env.dst!r} on node {self.node_id!r} is overloaded "
-                                 f"({box.running} running, {len(box.queue)} queued)")
+                raise self._overloaded(box, env.dst)
         except MeshError as exc:
             if want_reply:
                 self._reply_error(peer, env, type(exc).__name__, str(exc), _ORIGIN_MESH)
@@ -934,6 +953,12 @@ class Node:
         finally:
             box.draining = False
 
+    def _overloaded(self, box: Mailbox, name: str) -> Overloaded:
+        box.rejected += 1
+        self.counters["rejected"] += 1
+        return Overloaded(f"agent {name!r} on node {self.node_id!r} is overloaded "
+                          f"({box.running} running, {len(box.queue)} queued)")
+
     def _refuse_queued(self, box: Mailbox, why: str) -> None:
         """Answer every request still waiting in ``box`` with Unavailable: none was started,
         so the caller may safely try elsewhere."""
@@ -1008,24 +1033,6 @@ class Node:
                 continue
             sub.offer(env.subject, payload)
         self._reply(peer, env, None, flush=False)
-
-    def _dispatch_local_oneway(self, agent: Agent, spec: HandlerSpec, args: tuple, kwargs: dict) -> None:
-        fn = getattr(agent, spec.attr)
-        try:
-            state, value = run_eager(fn, args, kwargs, spec.is_async)
-        except Exception as exc:
-            self.counters["handler_errors"] += 1
-            log.warning("%s.%s raised %r", agent.name, spec.attr, exc)
-            return
-        if state is not SYNC_DONE:
-            self._spawn(self._finish_oneway(agent, spec, value))
-
-    async def _finish_oneway(self, agent: Agent, spec: HandlerSpec, awaitable: Any) -> None:
-        try:
-            await awaitable
-        except Exception as exc:
-            self.counters["handler_errors"] += 1
-            log.warning("%s.%s raised %r", agent.name, spec.attr, exc)
 
     def _spawn(self, coro: Any) -> None:
         task = self._loop.create_task(coro)

@@ -195,6 +195,13 @@ def test_local_calls_share_the_agents_bulkhead():
             load = node.agent_load("w")
             assert load["calls"] == 4 and load["rejected"] == 1 and load["inflight"] == 0
             assert w.done == 4
+
+            for _ in range(4):                        # one-way sends share the bulkhead too
+                await node.send("w", "step", 0.05)
+            with pytest.raises(Overloaded):
+                await node.send("w", "step", 0.05)
+            await until(lambda: w.done == 8)
+            assert node.agent_load("w")["rejected"] == 2
         finally:
             await node.stop()
     run_async(main)
