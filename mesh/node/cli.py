@@ -9,6 +9,11 @@ node whose id is among them runs Raft and needs ``--data-dir``. ``member = true`
 ``--raft-member``) keeps a Raft log on a node that is not a bootstrap voter, so that it can
 be added later (``node.kv.add_voter``). The process prints one line ``ready <id> <address>`` on
 standard output once it has joined, and stops gracefully on SIGINT or SIGTERM.
+
+``--metrics-port PORT`` (``metrics_port`` in the file) serves Prometheus metrics at
+``http://127.0.0.1:PORT/metrics`` (``--metrics-host`` to listen elsewhere); with port 0 the
+system picks one. Then the ready line carries one more word, ``metrics=<url>``, after the
+address: ``ready <id> <address> metrics=http://127.0.0.1:PORT/metrics``.
 """
 from __future__ import annotations
 
@@ -46,10 +51,13 @@ class NodeConfig:
     gossip: dict[str, int] = field(default_factory=dict)
     raft_voters: list[str] = field(default_factory=list)
     raft_member: bool = False
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
 
 _TYPES = {"id": str, "bind": str, "join": list, "agent": list, "singleton": list, "data_dir": str, "log_level": str,
-          "default_timeout": float, "join_timeout": float, "drain_timeout": float}
+          "default_timeout": float, "join_timeout": float, "drain_timeout": float, "metrics_port": int,
+          "metrics_host": str}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--raft-member", action="store_true", default=None,
                    help="keep a Raft log here though this node is not a bootstrap voter, so it can be "
                         "added as one later (needs --data-dir)")
+    p.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve Prometheus metrics on http://HOST:PORT/metrics (0: any free port, shown in "
+                        "the ready line); default: no metrics server")
+    p.add_argument("--metrics-host", metavar="HOST",
+                   help="address the metrics server listens on (default 127.0.0.1)")
     return p
 
 
@@ -131,6 +144,8 @@ def load_config(args: argparse.Namespace) -> NodeConfig:
     for name in ("default_timeout", "join_timeout", "drain_timeout"):
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"{name}: must be positive, got {getattr(cfg, name)}")
+    if cfg.metrics_port is not None and not 0 <= cfg.metrics_port <= 65535:
+        raise ConfigError(f"metrics_port: must be 0..65535, got {cfg.metrics_port}")
     if (cfg.id in cfg.raft_voters or cfg.raft_member) and not cfg.data_dir:
         raise ConfigError(f"data_dir: node {cfg.id!r} keeps a Raft log and needs a data folder for it")
     return cfg
@@ -163,7 +178,7 @@ def _check(source: str, key: str, value: Any, kind: type) -> Any:
         if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
             raise ConfigError(f"{source}: {key!r} must be a list of strings")
         return value
-    if not isinstance(value, kind):
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise ConfigError(f"{source}: {key!r} must be a {kind.__name__}, got {type(value).__name__}")
     return value
 
@@ -197,7 +212,8 @@ async def run(cfg: NodeConfig) -> int:
     node = mesh.Node(cfg.id, cfg.bind, cfg.join, cfg.data_dir, default_timeout=cfg.default_timeout,
                      join_timeout=cfg.join_timeout, drain_timeout=cfg.drain_timeout,
                      gossip=SwimConfig(**cfg.gossip), raft_voters=cfg.raft_voters,
-                     raft_member=cfg.raft_member)
+                     raft_member=cfg.raft_member, metrics_port=cfg.metrics_port,
+                     metrics_host=cfg.metrics_host)
     for agent in agents:
         node.add(agent)
     for agent in singletons:
@@ -212,7 +228,8 @@ async def run(cfg: NodeConfig) -> int:
         log.error("could not start: %s", exc)
         await node.stop()
         return 1
-    print(f"ready {node.node_id} {node.address}", flush=True)
+    extra = f" metrics={node.metrics_url}" if node.metrics_url else ""
+    print(f"ready {node.node_id} {node.address}{extra}", flush=True)
     await stop.wait()
     log.info("stopping (signal)")
     await node.stop()

@@ -4,11 +4,15 @@ SWIM carries metadata as opaque bytes (:mod:`mesh.swim` knows nothing of agents)
 metadata is the msgpack map::
 
     {"v": PROTOCOL_VERSION, "agents": {name: [capability, ...]}, "topics": [pattern, ...],
-     "blocking": [pattern, ...], "capacity": {name: float}, "load": {"handlers": int, "calls_per_s": float}}
+     "blocking": [pattern, ...], "capacity": {name: float},
+     "load": {"handlers": int, "calls_per_s": float, "health": float}}
 
 ``blocking`` lists the patterns whose subscribers chose ``overflow="block"``: publishers
 send those messages with the ACK flag and wait for room (absent in older metadata).
 ``capacity`` holds the ``call_any`` weights of agents whose weight is not 1.0.
+``load["health"]`` is the node's health score 0..100 over the last minute
+(:mod:`mesh.observe.health`), from which every node computes the mesh's; absent in older
+metadata.
 
 A change (an agent added or removed, a subscription, a notable change of load) is published
 with a new incarnation and spreads by gossip; every node applies it to its router, so calls

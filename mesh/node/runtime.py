@@ -54,6 +54,9 @@ from mesh.node.consensus import ConsensusDriver
 from mesh.node.deadlines import DeadlineQueue
 from mesh.node.gossip import SEED_PREFIX, GossipDriver
 from mesh.node.membership import NodeMeta, load_changed
+from mesh.observe.handlers import HandlerStats
+from mesh.observe.health import HealthWindow, calculate_system_health, mesh_health
+from mesh.node.ops import OpsAgent
 from mesh.raft.config import RaftConfig
 from mesh.resilience.breaker import BreakerConfig, CircuitBreaker, State as BreakerState
 from mesh.resilience.bulkhead import Mailbox
@@ -123,6 +126,10 @@ class Node:
     Resilience (:mod:`mesh.resilience`): ``breaker`` configures the circuit breaker kept per
     target agent (``None``: no breakers); ``retry`` is the policy of calls made with
     ``idempotent=True``.
+
+    Observability (:mod:`mesh.observe`): ``metrics_port`` serves Prometheus metrics on
+    ``http://metrics_host:port/metrics`` while the node runs (0: any free port, see
+    :attr:`metrics_url`; None: no server); :meth:`health` gives the health score.
     """
 
     def __init__(self, node_id: str, bind: str = "tcp://127.0.0.1:*", seeds: Iterable[str] = (),
@@ -132,7 +139,8 @@ class Node:
                  gossip: SwimConfig | None = None, load_interval: float = 5.0,
                  raft_voters: Iterable[str] = (), raft: RaftConfig | None = None,
                  raft_member: bool = False, breaker: BreakerConfig | None = BreakerConfig(),
-                 retry: RetryPolicy = RetryPolicy()) -> None:
+                 retry: RetryPolicy = RetryPolicy(), metrics_port: int | None = None,
+                 metrics_host: str = "127.0.0.1") -> None:
         raw = node_id.encode() if isinstance(node_id, str) else b""
         if not raw or len(raw) > 255 or raw[0] == 0 or node_id.startswith(SEED_PREFIX):
             raise ValueError(f"invalid node id {node_id!r}: 1..255 UTF-8 bytes, not starting with NUL or 'seed:'")
@@ -170,7 +178,9 @@ class Node:
         self._links_down: set[str] = set()
         self._hanging_up: set[str] = set()   # left; our link closes when our calls to it end
         self._singletons: dict[str, Singleton] = {}
-        self._load: dict[str, float] = {"handlers": 0.0, "calls_per_s": 0.0}
+        # an idle node's health from the start, so its first load refresh need not re-announce
+        self._load: dict[str, float] = {"handlers": 0.0, "calls_per_s": 0.0,
+                                        "health": calculate_system_health(0.0, 0.0, 0.0)}
         self._load_mark = (0.0, 0)
         self._load_timer: asyncio.TimerHandle | None = None
         self._pending: dict[int, _Pending] = {}
@@ -199,6 +209,11 @@ class Node:
             "publishes_in": 0, "errors_out": 0, "handler_errors": 0, "timeouts": 0, "expired": 0,
             "late_replies": 0, "malformed": 0, "protocol_errors": 0, "rejected": 0, "circuit_open": 0,
             "retries": 0}
+        self._handled = HandlerStats()        # per agent and method: runs, errors, handler time
+        self._health = HealthWindow()
+        self.metrics_port = metrics_port
+        self.metrics_host = metrics_host
+        self._metrics: Any = None             # the MetricsServer while running
 
     # -- public API --------------------------------------------------------------------------
 
@@ -262,6 +277,7 @@ class Node:
         subs = self._subs.pop(name)
         for pattern, spec in agent.topic_table:
             self._local_topics.unsubscribe(pattern, subs[spec.attr])
+        self._handled.forget(name)
         if self._started:
             self._spawn(agent.on_stop())
             self._announce()
@@ -311,6 +327,34 @@ class Node:
             raise UnknownAgent(f"no agent named {name!r} on node {self.node_id!r}")
         return box.load()
 
+    @property
+    def metrics_url(self) -> str | None:
+        """``http://host:port/metrics`` while the metrics server runs (the bound port), else None."""
+        return self._metrics.url if self._metrics is not None else None
+
+    def health(self) -> dict[str, Any]:
+        """Health score 0..100 (design document 5.1; :mod:`mesh.observe.health`): ``node`` for
+        this node over the last minute, ``mesh`` the mean over live members that published one in
+        their gossip load summary (this one included), and ``parts``: the three terms, their
+        inputs (``avg_response_time_s``, ``throughput_per_s``, ``error_rate``), ``mesh_min``
+        and ``members`` (how many scores the mesh figure covers)."""
+        now = self._loop.time() if self._loop is not None else 0.0
+        parts = self._health.parts(now, *self._health_totals())
+        score = parts.pop("score")
+        scores = [score]
+        for m in self._gossip.members():
+            meta = self._metas.get(m.id)
+            if m.id != self.node_id and m.state in _LIVE_STATES and meta is not None and "health" in meta.load:
+                scores.append(meta.load["health"])
+        mean, parts["mesh_min"] = mesh_health(scores)
+        parts["members"] = len(scores)
+        return {"node": score, "mesh": mean, "parts": parts}
+
+    def _health_totals(self) -> tuple[int, int, float]:
+        calls, errors, busy_s = self._handled.totals()
+        refused = self.counters["rejected"] + self.counters["expired"]
+        return calls + refused, errors + refused, busy_s
+
     def breaker_state(self, agent: str) -> str:
         """``closed``, ``open`` or ``half_open``: this node's circuit breaker for ``agent``."""
         b = self._breakers.get(agent)
@@ -322,21 +366,27 @@ class Node:
             raise RuntimeError(f"node {self.node_id!r} is already started")
         self._loop = asyncio.get_running_loop()
         self._changed = asyncio.Event()
+        if self.metrics_port is not None:
+            from mesh.observe.metrics import MetricsServer   # prometheus-client only when asked
+            self._metrics = await MetricsServer(self, self.metrics_host, self.metrics_port).start()
         self._transport.start()
         log.info("node %s listening on %s (%s hot path)", self.node_id, self.address, IMPLEMENTATION)
         self._started = True
         self._gossip.start(self.address, self._meta().to_bytes())
         self._load_mark = (self._loop.time(), 0)
+        self._health.sample(self._loop.time(), *self._health_totals())
         self._load_timer = self._loop.call_later(self.load_interval, self._refresh_load)
         try:
             if self._raft is not None:
                 self._raft.start()
                 self.add(RaftAgent(self._raft))
+            self.add(OpsAgent(self))
             await self._join()
         except BaseException:
             self._gossip.close()
             self._load_timer.cancel()
             self._transport.close()
+            self._close_metrics()
             self._started = False
             raise
         for agent in list(self._agents.values()):
@@ -390,8 +440,14 @@ class Node:
             except Exception:
                 log.exception("on_stop of agent %s failed", agent.name)
         self._transport.close()
+        self._close_metrics()
         self._started = False
         log.info("node %s stopped", self.node_id)
+
+    def _close_metrics(self) -> None:
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
 
     async def __aenter__(self) -> Node:
         await self.start()
@@ -728,7 +784,7 @@ class Node:
             raise RemoteError(type(exc).__name__, str(exc), agent.name, method) from exc
         finally:
             current_deadline_us.reset(token)
-            self._request_done(box, agent.name, t0, ok)
+            self._request_done(box, agent.name, t0, ok, method)
 
     async def _wait_for_slot(self, box: Mailbox, name: str, method: str, t: float) -> None:
         """Queue a local call in the agent's mailbox; the slot is ours when the future is set."""
@@ -893,12 +949,12 @@ class Node:
                     state, value = None, fn(*args, **kwargs)
             except Exception as exc:
                 self._handler_failed(peer, env, want_reply, exc)
-                self._request_done(box, env.dst, t0, False)
+                self._request_done(box, env.dst, t0, False, env.subject)
                 return
             if state is SYNC_DONE:
                 if want_reply:
                     self._reply(peer, env, value)
-                self._request_done(box, env.dst, t0, True)
+                self._request_done(box, env.dst, t0, True, env.subject)
             else:
                 self._spawn(self._finish_request(box, t0, peer, env, want_reply, value))
         finally:
@@ -910,19 +966,22 @@ class Node:
             value = await awaitable
         except Exception as exc:
             self._handler_failed(peer, env, want_reply, exc)
-            self._request_done(box, env.dst, t0, False)
+            self._request_done(box, env.dst, t0, False, env.subject)
             return
         except BaseException:
-            self._request_done(box, env.dst, t0, False)   # cancelled (the node is stopping)
+            self._request_done(box, env.dst, t0, False, env.subject)   # cancelled (the node is stopping)
             raise
         if want_reply:
             # flush=False: the replies of handlers that finish in the same loop iteration
             # (a Raft commit wakes many at once) leave together, one frame per peer
             self._reply(peer, env, value, flush=False)
-        self._request_done(box, env.dst, t0, True)
+        self._request_done(box, env.dst, t0, True, env.subject)
 
-    def _request_done(self, box: Mailbox, name: str, t0: float, ok: bool) -> None:
-        box.done((time.perf_counter() - t0) * 1000.0, ok)
+    def _request_done(self, box: Mailbox, name: str, t0: float, ok: bool, method: str | None = None) -> None:
+        elapsed = time.perf_counter() - t0
+        box.done(elapsed * 1000.0, ok)
+        if method is not None:      # a handler ran (not a slot granted too late)
+            self._handled.record(name, method, elapsed, ok)
         if box.queue and box.running < box.limit:
             self._drain_mailbox(box, name)
 
@@ -1067,6 +1126,9 @@ class Node:
         elapsed = max(now - self._load_mark[0], 1e-3)
         load = {"handlers": float(len(self._tasks)), "calls_per_s": round((calls - self._load_mark[1]) / elapsed, 1)}
         self._load_mark = (now, calls)
+        totals = self._health_totals()
+        self._health.sample(now, *totals)
+        load["health"] = round(self._health.parts(now, *totals)["score"], 1)
         if load_changed(self._load, load) or load_changed(load, self._load):
             self._load = load
             self._announce()

@@ -1,0 +1,1 @@
+"""Operator tools for a running mesh: ``meshctl`` (:mod:`mesh.tools.meshctl`)."""
