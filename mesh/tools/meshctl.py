@@ -539,6 +539,15 @@ def _common(suppress: bool) -> argparse.ArgumentParser:
     return p
 
 
+def add_target(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The AGENT METHOD [ARG...] [--any] that call and bench share."""
+    sp.add_argument("agent")
+    sp.add_argument("method")
+    sp.add_argument("args", nargs="*", metavar="ARG")
+    sp.add_argument("--any", action="store_true", help="AGENT is a capability: call_any, load-balanced")
+    return sp
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="meshctl", parents=[_common(False)],
@@ -578,12 +587,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--count", type=int, metavar="N", help="stop after N events")
     sp.add_argument("--after", type=int, metavar="REVISION", help="start after this revision (default: now)")
 
-    sp = add("call", cmd_call, "call AGENT.METHOD with ARGS (each JSON if it parses, else a string) and "
-                               "print the result")
-    sp.add_argument("agent")
-    sp.add_argument("method")
-    sp.add_argument("args", nargs="*", metavar="ARG")
-    sp.add_argument("--any", action="store_true", help="AGENT is a capability: call_any, load-balanced")
+    add_target(add("call", cmd_call, "call AGENT.METHOD with ARGS (each JSON if it parses, else a string) "
+                                     "and print the result"))
 
     sp = add("top", cmd_top, "a live table of nodes and agents: calls/s, in flight, queued, errors, latency")
     sp.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="refresh period (default 1)")
@@ -591,12 +596,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--iterations", type=int, metavar="N", help="N tables and exit")
     sp.add_argument("--all", action="store_true", help="show system agents (_-prefixed) too")
 
-    sp = add("bench", cmd_bench, "round trips and throughput of AGENT.METHOD(ARGS) from here; prints "
-                                 "p50/p99/p999 and calls/s")
-    sp.add_argument("agent")
-    sp.add_argument("method")
-    sp.add_argument("args", nargs="*", metavar="ARG")
-    sp.add_argument("--any", action="store_true", help="AGENT is a capability: call_any, load-balanced")
+    sp = add_target(add("bench", cmd_bench, "round trips and throughput of AGENT.METHOD(ARGS) from here; "
+                                            "prints p50/p99/p999 and calls/s"))
     sp.add_argument("--calls", type=int, default=10_000, metavar="N", help="calls to measure (default 10000)")
     sp.add_argument("--concurrency", type=int, default=1, metavar="C", help="calls in flight (default 1)")
     sp.add_argument("--warmup", type=int, default=10, metavar="N", help="calls made first, not measured (default 10)")
