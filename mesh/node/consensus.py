@@ -175,7 +175,7 @@ class ConsensusDriver:
     def status(self) -> dict[str, Any]:
         c = self._core
         return {"id": self.node_id, "role": c.role.name.lower(), "term": c.term, "leader": c.leader,
-                "commit": c.commit, "applied": self.machine.applied, "last_index": c.last_index,
+                "commit": c.commit, "applied": self.applied, "last_index": c.last_index,
                 "snapshot_index": c.log.snapshot_index, "revision": self.machine.revision,
                 "voters": list(c.conf.voters), "learners": list(c.conf.learners),
                 "failed": repr(self._failed) if self._failed else None}

@@ -247,7 +247,7 @@ class NodeCollector:
         st = raft.status()
         for key, name, doc in (("term", "mesh_raft_term", "Current Raft term."),
                                ("commit", "mesh_raft_commit_index", "Highest log index known committed."),
-                               ("applied", "mesh_raft_applied_index", "Highest log index applied to the KV store."),
+                               ("applied", "mesh_raft_applied_index", "Highest log index carried out (KV commands and Raft no-op or configuration entries)."),
                                ("last_index", "mesh_raft_last_index", "Last index of the local log."),
                                ("snapshot_index", "mesh_raft_snapshot_index", "Index of the latest snapshot.")):
             yield GaugeMetricFamily(name, doc, value=st[key])
