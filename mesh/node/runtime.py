@@ -468,8 +468,8 @@ class Node:
         """
         self._check_running()
         t = self._budget(timeout, agent, method)
-        policy = retry if retry is not None else (self.retry_policy if idempotent else None)
-        if policy is None or policy.attempts == 1:
+        policy = self._policy(idempotent, retry)
+        if policy is None:
             return await self._call_once(agent, method, args, kwargs, t)
         return await self._retrying(policy, t, lambda left: self._call_once(agent, method, args, kwargs, left))
 
@@ -480,8 +480,8 @@ class Node:
         whose circuit is open. Budget and retries as in :meth:`call`; a retry may pick another agent."""
         self._check_running()
         t = self._budget(timeout, capability, method)
-        policy = retry if retry is not None else (self.retry_policy if idempotent else None)
-        if policy is None or policy.attempts == 1:
+        policy = self._policy(idempotent, retry)
+        if policy is None:
             return await self._call_any_once(capability, method, args, kwargs, t)
         return await self._retrying(policy, t,
                                     lambda left: self._call_any_once(capability, method, args, kwargs, left))
@@ -513,6 +513,11 @@ class Node:
                 self.counters["expired"] += 1
                 raise Timeout(f"no time left for {target}.{method}: the deadline of the call being served has passed")
         return t
+
+    def _policy(self, idempotent: bool, retry: RetryPolicy | None) -> RetryPolicy | None:
+        """The retry policy of a call, or None when it is tried once."""
+        policy = retry if retry is not None else (self.retry_policy if idempotent else None)
+        return None if policy is None or policy.attempts == 1 else policy
 
     async def _retrying(self, policy: RetryPolicy, t: float, attempt: Any) -> Any:
         loop = self._loop
@@ -564,21 +569,14 @@ class Node:
         breaker = breakers[agent] = CircuitBreaker(self.breaker_config)
         return breaker
 
-    def _blocked(self, agent: str, now: float) -> bool:
-        b = self._breakers.get(agent)
-        if b is None or b.state is BreakerState.CLOSED:
-            return False
-        if b.state is BreakerState.OPEN:
-            return now - b.opened_at < b.config.open_s
-        return b.probes_out >= b.config.probes
-
     async def _call_any_once(self, capability: str, method: str, args: tuple, kwargs: dict, t: float) -> Any:
         providers = self._directory.providers(capability)
         if not providers:
             raise UnknownAgent(f"no agent offers capability {capability!r}")
-        if self._breakers:
+        breakers = self._breakers
+        if breakers:
             now = self._loop.time()
-            providers = [p for p in providers if not self._blocked(p, now)]
+            providers = [p for p in providers if p not in breakers or not breakers[p].refusing(now)]
             if not providers:
                 self.counters["circuit_open"] += 1
                 raise CircuitOpen(f"every agent offering {capability!r} has an open circuit")
@@ -658,16 +656,13 @@ class Node:
         t = self.default_timeout
         data = codec.encode(Kind.PUBLISH, msg_id, 0, self.node_id, "", topic, payload, Flag.ACK,
                             _now_us() + int(t * 1e6), 0)
-        future = self._loop.create_future()
         try:
             self._transport.send(node, data, flush=False)
         except MeshError as exc:
+            future = self._loop.create_future()
             future.set_exception(exc)
             return future
-        self._pending[msg_id] = _Pending(future, node, "", topic)
-        if self._deadlines.push(self._loop.time() + t, msg_id):
-            self._arm_deadline_timer()
-        return future
+        return self._expect_answer(msg_id, node, "", topic, t)
 
     def members(self) -> list[dict[str, Any]]:
         """Every member this node knows (itself included), by id: address, SWIM state
@@ -810,14 +805,9 @@ class Node:
         msg_id = next(self._ids)
         data = self._encode(Kind.REQUEST, msg_id, 0, agent, method, (args, kwargs), _now_us() + int(t * 1e6))
         self._transport.send(node, data)
-        loop = self._loop
-        future = loop.create_future()
-        pending = self._pending
-        pending[msg_id] = _Pending(future, node, agent, method)
-        if self._deadlines.push(loop.time() + t, msg_id):
-            self._arm_deadline_timer()
-        self._deadlines.compact(pending, len(pending))
+        future = self._expect_answer(msg_id, node, agent, method, t)
         self.counters["calls_out"] += 1
+        pending = self._pending
         try:
             return await future
         finally:
@@ -825,6 +815,17 @@ class Node:
             if self._hanging_up and node in self._hanging_up and \
                     not any(p.node == node for p in pending.values()):
                 self._close_link(node)   # its last answer is in: let it close
+
+    def _expect_answer(self, msg_id: int, node: str, agent: str, method: str, t: float) -> asyncio.Future:
+        """The future of request ``msg_id`` sent to ``node``: its REPLY or ERROR resolves it,
+        or its deadline (``t`` s) or the loss of the link fails it."""
+        future = self._loop.create_future()
+        pending = self._pending
+        pending[msg_id] = _Pending(future, node, agent, method)
+        if self._deadlines.push(self._loop.time() + t, msg_id):
+            self._arm_deadline_timer()
+        self._deadlines.compact(pending, len(pending))
+        return future
 
     def _arm_deadline_timer(self) -> None:
         when = self._deadlines.next_at()

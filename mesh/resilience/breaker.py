@@ -95,6 +95,16 @@ class CircuitBreaker:
         self.probes_out += 1
         return True
 
+    def refusing(self, now: float) -> bool:
+        """Whether :meth:`allow` would refuse a call now; changes nothing (``call_any`` asks
+        this of every candidate before picking one)."""
+        state = self.state
+        if state is State.CLOSED:
+            return False
+        if state is State.OPEN and now - self.opened_at < self.config.open_s:
+            return True
+        return state is State.HALF_OPEN and self.probes_out >= self.config.probes
+
     def record(self, ok: bool, now: float) -> None:
         state = self.state
         if state is State.HALF_OPEN:

@@ -157,3 +157,14 @@ def test_mailbox_refuses_nonsense_limits():
         Mailbox(max_concurrency=0, mailbox=10)
     with pytest.raises(ValueError):
         Mailbox(max_concurrency=1, mailbox=-1)
+
+
+def test_refusing_tells_what_allow_would_do_without_changing_anything():
+    b = breaker(probes=1)
+    assert not b.refusing(0.0)
+    feed(b, "x" * 10, 0.0)
+    assert b.refusing(4.9)
+    assert not b.refusing(5.0) and b.state is State.OPEN     # asking does not move it to half-open
+    assert b.allow(5.0) and b.state is State.HALF_OPEN
+    assert b.refusing(5.0)                                   # its one probe is out
+    assert not b.allow(5.0)
