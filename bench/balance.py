@@ -105,7 +105,7 @@ class Replicas:
 
     @staticmethod
     def _argv(name: str, join: str | None) -> list[str]:
-        argv = [sys.executable, "-m", "mesh.node", "--id", name, "--bind", "tcp://127.0.0.1:*",
+        argv = [sys.executable, "-m", "mesh.node", "--insecure", "--id", name, "--bind", "tcp://127.0.0.1:*",
                 "--agent", f"bench.balance_agents:Replica={name}", "--log-level", "warning"]
         return argv + (["--join", join] if join else [])
 

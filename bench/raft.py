@@ -201,7 +201,7 @@ class MeshCluster:
         self.client: Child | None = None
 
     def _voter(self, vid: str, bind: str, join: str | None) -> Child:
-        argv = [sys.executable, "-m", "mesh.node", "--id", vid, "--bind", bind,
+        argv = [sys.executable, "-m", "mesh.node", "--insecure", "--id", vid, "--bind", bind,
                 "--data-dir", str(self.data_root / vid), "--raft-voters", ",".join(VOTERS),
                 "--agent", f"bench.raft_load:RaftLoad=load.{vid}", "--log-level", "warning"]
         if join:

@@ -177,7 +177,7 @@ def raw_sink_endpoints():
 def mesh_client(bench_loop):
     """A ``python -m mesh.node`` server hosting Echo as "echo", and an embedded client node."""
     mesh = _mesh_or_skip()
-    argv = [sys.executable, "-m", "mesh.node", "--id", MESH_SERVER_ID, "--bind", "tcp://127.0.0.1:*",
+    argv = [sys.executable, "-m", "mesh.node", "--insecure", "--id", MESH_SERVER_ID, "--bind", "tcp://127.0.0.1:*",
             "--agent", "bench.agents:Echo=echo", "--log-level", "warning"]
     with ServerProcess(argv, name="mesh server node") as server:
         words = server.start()                  # "ready srv tcp://127.0.0.1:PORT"

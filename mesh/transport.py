@@ -44,13 +44,17 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from mesh.errors import Overloaded, Unreachable
+from mesh.security.links import LinkSecurity, principal_of
 
 log = logging.getLogger(__name__)
 
 FrameHandler = Callable[[str, bytes, bool], None]   # (peer key, frame, arrived on ROUTER)
 LinkHandler = Callable[[str, bool], None]           # (peer key, up)
 
-_MONITOR_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+SEED_PREFIX = "seed:"   # link key of a seed whose node id is not known yet (see Transport.rename)
+_HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                     | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+_MONITOR_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | _HANDSHAKE_FAILED
 _ROUTER_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
 # Plain ints: pyzmq's enum flags cost an enum construction per call on the hot path.
 _NOBLOCK = int(zmq.NOBLOCK)
@@ -93,23 +97,27 @@ class _Outbox:
 class _Link:
     """Our DEALER to one peer, with its monitor."""
 
-    __slots__ = ("key", "address", "sock", "monitor", "out", "up")
+    __slots__ = ("key", "address", "sock", "monitor", "out", "up", "server_keys", "tried")
 
-    def __init__(self, key: str, address: str, sock: zmq.Socket, monitor: zmq.Socket) -> None:
+    def __init__(self, key: str, address: str, sock: zmq.Socket, monitor: zmq.Socket,
+                 server_keys: list[bytes]) -> None:
         self.key = key
         self.address = address
         self.sock = sock
         self.monitor = monitor
         self.out = _Outbox(sock, None)
         self.up = False
+        self.server_keys = server_keys   # CURVE: the keys the peer may hold, the one in use first
+        self.tried = 0                   # handshakes failed since the last success
 
 
 class Transport:
     """The node's sockets. Single-threaded: every method runs on the node's event loop."""
 
     def __init__(self, node_id: str, bind: str, on_frame: FrameHandler, on_link: LinkHandler,
-                 config: TransportConfig | None = None) -> None:
+                 config: TransportConfig | None = None, security: LinkSecurity | None = None) -> None:
         self.node_id = node_id
+        self.security = security          # None: plaintext links (loopback only; see mesh.node)
         self.bind_address = bind
         self.address = ""                 # the bound endpoint, wildcard port resolved
         self.config = config or TransportConfig()
@@ -140,14 +148,20 @@ class Transport:
     def start(self) -> str:
         self._loop = asyncio.get_running_loop()
         self._ctx = zmq.Context(io_threads=1)
+        if self.security is not None:
+            self.security.start(self._ctx)    # the ZAP handler, before anyone can dial in
         r = self._ctx.socket(zmq.ROUTER)
         r.setsockopt(zmq.ROUTER_MANDATORY, 1)
         r.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        if self.security is not None:
+            self.security.serve(r)
         self._tune(r)
         try:
             r.bind(self.bind_address)
         except zmq.ZMQError as exc:
             r.close(0)
+            if self.security is not None:
+                self.security.stop()
             self._ctx.term()
             raise OSError(f"cannot bind {self.bind_address}: {exc}") from exc
         self.address = r.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -187,6 +201,8 @@ class Transport:
             self._loop.remove_reader(self._router.getsockopt(zmq.FD))
             self._router.close(self.config.linger_ms)
             self._router = None
+        if self.security is not None:
+            self.security.stop()
         self._ctx.term()
         self._ctx = None
 
@@ -213,13 +229,20 @@ class Transport:
             if other.address == address:      # a seed link to this very peer: adopt it
                 self.rename(other.key, key)
                 return
+        server_keys: list[bytes] = []
+        if self.security is not None:
+            server_keys = self.security.candidates(key, address, SEED_PREFIX)
+            if not server_keys:
+                return            # a node we hold no key for: never dialled (send -> Unreachable)
         log.debug("connect %s at %s", key, address)
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.ROUTING_ID, self.node_id.encode())
         sock.setsockopt(zmq.IMMEDIATE, 1)
+        if server_keys:
+            self.security.dial(sock, server_keys[0])
         self._tune(sock)
         monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
-        link = _Link(key, address, sock, monitor)
+        link = _Link(key, address, sock, monitor, server_keys)
         self._links[key] = link
         self._keys[id(sock)] = key
         self._loop.add_reader(sock.getsockopt(zmq.FD), self._drain, sock, key)
@@ -233,6 +256,10 @@ class Transport:
         and the seed link is the one known to work."""
         link = self._links.get(old)
         if link is None or old == new:
+            return False
+        if self.security is not None and not self.security.holds_key(new, link.server_keys[0]):
+            # the seed answered with the key of another node than it claims to be
+            self.disconnect(old)
             return False
         log.debug("link %s is node %s", old, new)
         if new in self._links:
@@ -278,8 +305,11 @@ class Transport:
             except zmq.ZMQError:
                 return
             kind = event["event"]
-            if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED and not link.up:
+            if kind & _HANDSHAKE_FAILED:
+                self._handshake_failed(link)
+            elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED and not link.up:
                 link.up = True
+                link.tried = 0
                 log.debug("link %s up (%s)", link.key, link.address)
                 self._on_link(link.key, True)
             elif kind == zmq.EVENT_DISCONNECTED and link.up:
@@ -292,6 +322,31 @@ class Transport:
                 self._on_link(link.key, False)
             if self._links.get(link.key) is not link:
                 return   # the handler closed this link
+
+    def _handshake_failed(self, link: _Link) -> None:
+        """The peer refused us, or is not the holder of the key we dialled with: try the
+        next key it may hold (ZeroMQ redials by itself, with its reconnect back-off)."""
+        if self.security is not None:
+            self.security.counters["handshakes_failed"] += 1
+        link.tried += 1
+        if len(link.server_keys) > 1:
+            link.server_keys.append(link.server_keys.pop(0))
+            log.debug("handshake with %s at %s failed; trying its next key", link.key, link.address)
+            try:
+                link.sock.disconnect(link.address)
+            except zmq.ZMQError:
+                pass
+            # ZeroMQ's own back-off restarts with a new connect: keep one here, doubling
+            # after each full round of keys, so a peer that refuses us is not hammered
+            c = self.config
+            rounds = (link.tried - 1) // len(link.server_keys)
+            delay_ms = min(c.reconnect_ivl_ms << min(rounds, 16), c.reconnect_ivl_max_ms) if rounds else 0
+            self._loop.call_later(delay_ms / 1000, self._redial, link)
+
+    def _redial(self, link: _Link) -> None:
+        if self._links.get(link.key) is link and not link.sock.closed:
+            self.security.dial(link.sock, link.server_keys[0])
+            link.sock.connect(link.address)
 
     def _drain_router_monitor(self) -> None:
         while self._router_monitor is not None:
@@ -414,6 +469,7 @@ class Transport:
         if sock.closed:
             return
         is_router = sock is self._router
+        secure = self.security is not None
         on_frame = self._on_frame
         counters = self.counters
         self._corked += 1
@@ -425,7 +481,12 @@ class Transport:
                 try:
                     if is_router:
                         ident = sock.recv(_NOBLOCK)
-                        data = sock.recv(_NOBLOCK)
+                        if secure:
+                            part = sock.recv(_NOBLOCK, copy=False)
+                            user = part.get("User-Id")   # the key holder ZAP admitted
+                            data = part.bytes
+                        else:
+                            data = sock.recv(_NOBLOCK)
                         if sock.get(_RCVMORE):      # peers send one part; more is an error
                             while sock.get(_RCVMORE):
                                 sock.recv(_NOBLOCK)
@@ -443,6 +504,10 @@ class Transport:
                         peer = self._idents.get(ident)
                         if peer is None:
                             peer = self._peer_name(ident)
+                        if secure and peer is not None and principal_of(peer) != user:
+                            # a routing id that is not the name of the key on the connection
+                            self.security.impostor(peer, user)
+                            peer = None
                     else:
                         peer = key
                     if peer is None:

@@ -41,7 +41,7 @@ class NodeProcess:
         self.log = tempfile.TemporaryFile(mode="w+")
 
     def start(self, timeout: float = 20.0) -> NodeProcess:
-        cmd = [sys.executable, "-m", "mesh.node", "--id", self.node_id, "--bind", "tcp://127.0.0.1:*",
+        cmd = [sys.executable, "-m", "mesh.node", "--insecure", "--id", self.node_id, "--bind", "tcp://127.0.0.1:*",
                "--log-level", "error", *self.extra]
         for seed in self.join:
             cmd += ["--join", seed]

@@ -30,6 +30,8 @@ class Limits:
     def max_name_len(self) -> int: ...
     @property
     def max_subject_len(self) -> int: ...
+    @property
+    def max_containers(self) -> int: ...
     def __init__(
         self,
         *,
@@ -43,6 +45,7 @@ class Limits:
         max_envelopes: int = ...,
         max_name_len: int = ...,
         max_subject_len: int = ...,
+        max_containers: int = ...,
     ) -> None: ...
 
 DEFAULT_LIMITS: Final[Limits]

@@ -21,7 +21,7 @@ LAYOUT = [  # node id, agents
 
 
 def start_node(node_id: str, agents: list[str], join: list[str]) -> tuple[subprocess.Popen, str]:
-    cmd = [sys.executable, "-m", "mesh.node", "--id", node_id, "--bind", "tcp://127.0.0.1:*",
+    cmd = [sys.executable, "-m", "mesh.node", "--insecure", "--id", node_id, "--bind", "tcp://127.0.0.1:*",
            "--log-level", "warning"]
     for seed in join:
         cmd += ["--join", seed]

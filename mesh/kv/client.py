@@ -19,7 +19,9 @@ from typing import Any, AsyncIterator
 from mesh.agent import Agent, rpc
 from mesh.errors import MeshError, NotLeader, Timeout, Unavailable, UnknownAgent, Unreachable
 from mesh.kv.election import Lock
-from mesh.kv.machine import CAS, DELETE, GRANT, KEEPALIVE, PUT, REVOKE, encode_command
+from mesh.kv.machine import CAS, DELETE, GRANT, KEEPALIVE, PUT, REVOKE, encode_command, written_key
+from mesh.node.caller import current_peer
+from mesh.security.acl import Action
 
 AGENT_PREFIX = "_raft."
 _RETRYABLE = (NotLeader, Unavailable, Unreachable, UnknownAgent, Timeout)
@@ -38,15 +40,18 @@ class RaftAgent(Agent):
 
     @rpc(eager=False)
     async def propose(self, command: bytes, stamp: bool = False, timeout: float = 5.0) -> Any:
+        self._guard(Action.KV_WRITE, written_key(command))
         return await self._at_leader("propose", command, stamp, timeout=timeout)
 
     @rpc(eager=False)
     async def get(self, key: str, timeout: float = 5.0) -> Any:
+        self._guard(Action.KV_READ, key)
         return await self._at_leader("get", key, timeout=timeout)
 
     @rpc(eager=False)
     async def range(self, prefix: str, timeout: float = 5.0) -> list:
         """[revision, [[key, value, mod_revision], ...]] under ``prefix``, linearizable."""
+        self._guard(Action.KV_READ, prefix)
         return await self._at_leader("range", prefix, timeout=timeout)
 
     @rpc(eager=False)
@@ -55,6 +60,7 @@ class RaftAgent(Agent):
         [key, value, revision, deleted], waiting up to ``wait`` s for one; changes is None
         when they are no longer held (the watcher must start over). ``after`` None: from
         now. Served by this voter, leader or not: every voter applies the same order."""
+        self._guard(Action.KV_READ, prefix)
         h, m = self.driver.history, self.driver.machine
         if after is None:
             return [None, [m.revision, []]]
@@ -81,6 +87,18 @@ class RaftAgent(Agent):
     async def transfer(self, to: str | None, timeout: float = 5.0) -> list:
         """Hand leadership to ``to`` (None: the most caught-up voter); the new leader's id."""
         return await self._at_leader("transfer", to, timeout=timeout)
+
+    def _guard(self, action: Action, key: str | None) -> None:
+        """The ACL on the KV (see :meth:`mesh.node.runtime.Node.authorize`), checked at the
+        voter a client reaches first: a request another voter forwards was checked there.
+        ``key`` None: not a key operation (leases), allowed to every authenticated node."""
+        caller = current_peer.get()
+        if caller is None or key is None:
+            return
+        node, agent = caller
+        if agent is not None and agent.startswith(AGENT_PREFIX) and node in self.driver.members():
+            return
+        self.node.authorize(action, key)
 
     async def _at_leader(self, method: str, *args: Any, timeout: float) -> list:
         """Run ``method`` here if we lead, else forward it to the leader: [leader, result]."""

@@ -22,6 +22,15 @@ Theory of operation
   or expires: the leader proposes ``expire`` naming the leases whose deadlines it saw pass
   (and with which deadline, so a keepalive committed in between wins). Locks and leader-elected singletons are keys under a lease.
 * **Snapshots** are the whole state as msgpack (:meth:`snapshot` / :meth:`restore`).
+* **Hostile commands.** Any node may propose a command (the ``propose`` RPC takes bytes), and
+  every replica applies what commits, so :meth:`KVMachine.apply` must answer any bytes with a
+  result and never raise: a command that raised would stop every replica at the same entry.
+  Commands decode with the codec's pre-scan under :data:`COMMAND_LIMITS`: at most
+  :data:`MAX_COMMAND_DEPTH` levels of nesting (deeper values made the comparison of a ``cas``
+  overflow the interpreter's stack), at most 262144 arrays and maps (what a reply can carry;
+  more cost every replica about 64 bytes of memory per byte of command) and no msgpack ext
+  types; lengths are bounded by the command's own size, itself bounded by Raft. Both codec
+  twins refuse exactly the same commands, so replicas on different hot paths agree.
 """
 from __future__ import annotations
 
@@ -31,9 +40,17 @@ from typing import Any
 
 import msgpack
 
-from mesh.errors import ProtocolError
+from mesh._core import codec
+from mesh.errors import DecodeError, ProtocolError
 
 SNAPSHOT_FORMAT = 2   # 2: sessions keep every answer from the client's ack on
+
+# A value nested deeper, or with more containers, than the envelope's default limits could
+# not be read back over the network anyway; sizes are left to Raft's bound on an entry.
+MAX_COMMAND_DEPTH = 32
+_INT_MAX = 2**31 - 1
+COMMAND_LIMITS = codec.Limits(max_body_bytes=_INT_MAX, max_depth=MAX_COMMAND_DEPTH, max_str_len=_INT_MAX,
+                              max_bin_len=_INT_MAX, max_array_len=_INT_MAX, max_map_len=_INT_MAX)
 
 # command names
 PUT, DELETE, CAS, GRANT, REVOKE, KEEPALIVE, EXPIRE = "put", "delete", "cas", "grant", "revoke", "keepalive", "expire"
@@ -70,12 +87,35 @@ def encode_command(client: str, seq: int, op: str, *args: Any, ack: int = 0) -> 
     return msgpack.packb([client, seq, ack, op, *args], use_bin_type=True)
 
 
+def written_key(command: bytes) -> str | None:
+    """The key a proposed command writes (for the ACL); None for lease operations, and ""
+    (every key) for anything else or a command that does not decode: the strictest check."""
+    try:
+        body = codec.load_body(command, COMMAND_LIMITS)
+    except DecodeError:
+        return ""
+    if type(body) is not list or len(body) < 5:
+        return ""
+    op, first = body[3], body[4]
+    if op in (PUT, DELETE, CAS):
+        return first if type(first) is str else ""
+    if op in (GRANT, KEEPALIVE, REVOKE):
+        return None
+    return ""
+
+
 class _Session:
     __slots__ = ("ack", "results")
 
     def __init__(self, ack: int = 0) -> None:
         self.ack = ack
         self.results: dict[int, Any] = {}     # seq -> answer, for the seqs from ack on
+
+
+def _check_deadline(now_ms: Any, ttl_ms: int) -> None:
+    # a deadline past 64 bits would not pack: every later snapshot() would raise
+    if type(now_ms) is not int or not 0 <= now_ms or now_ms + ttl_ms >= 1 << 63:
+        raise ValueError("a lease's time is an int of ms, its deadline below 2**63")
 
 
 class KVMachine:
@@ -105,10 +145,13 @@ class KVMachine:
             raise ValueError(f"entry {index} applied twice (applied up to {self.applied})")
         self.applied = index
         try:
-            client, seq, ack, op, *args = msgpack.unpackb(command, raw=False)
-            if not isinstance(client, str) or type(seq) is not int or type(ack) is not int:
+            body = codec.load_body(command, COMMAND_LIMITS)
+            if type(body) is not list or len(body) < 4:
+                raise TypeError("a command is an array [client, seq, ack, op, *args]")
+            client, seq, ack, op, *args = body
+            if type(client) is not str or type(seq) is not int or type(ack) is not int:
                 raise TypeError("client must be a string, seq and ack integers")
-        except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        except (DecodeError, TypeError) as exc:
             return ProtocolError(f"malformed command at {index}: {exc}"), []
         session = None
         if client:
@@ -126,7 +169,9 @@ class KVMachine:
         try:
             result = self._run(index, op, args, changes)
         except (TypeError, ValueError, KeyError) as exc:
-            result = ProtocolError(f"bad {op!r} command: {exc}")
+            # cut: the answer is kept for retries (and in snapshots), and op or a key in the
+            # message may be as long as the command
+            result = ProtocolError(f"bad {op!r:.64} command: {str(exc):.200}")
         if session is not None:
             results = session.results
             if ack > session.ack:
@@ -159,6 +204,7 @@ class KVMachine:
             ttl_ms, now_ms = args
             if type(ttl_ms) is not int or ttl_ms <= 0:
                 raise ValueError("ttl must be a positive number of ms")
+            _check_deadline(now_ms, ttl_ms)
             lease = Lease(self._next_lease, ttl_ms, now_ms + ttl_ms)
             self._next_lease += 1
             self.leases[lease.id] = lease
@@ -168,6 +214,7 @@ class KVMachine:
             lease = self.leases.get(lease_id)
             if lease is None:
                 return False
+            _check_deadline(now_ms, lease.ttl_ms)
             lease.deadline_ms = now_ms + lease.ttl_ms
             return True
         if op == REVOKE:
@@ -177,6 +224,8 @@ class KVMachine:
             # [[lease id, deadline the leader saw pass], ...]: a lease kept alive since (its
             # deadline moved) survives, so a keepalive racing the expiry wins.
             (due,) = args
+            if type(due) is not list or not all(type(d) is list and len(d) == 2 and type(d[0]) is int for d in due):
+                raise ValueError("expire takes [[lease id, deadline], ...]")   # checked before any change
             expired = []
             for lease_id, deadline_ms in due:
                 lease = self.leases.get(lease_id)
@@ -189,6 +238,8 @@ class KVMachine:
     def _put(self, index: int, key: str, value: Any, lease: int, changes: list[Change]) -> int:
         if not isinstance(key, str) or not key:
             raise ValueError("a key is a non-empty string")
+        if type(lease) is not int:   # [] passed the truthiness test below, then broke restore()
+            raise ValueError("a lease is an int id (0: none)")
         if lease and lease not in self.leases:
             raise KeyError(f"lease {lease} does not exist (expired?)")
         old = self.data.get(key)

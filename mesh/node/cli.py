@@ -1,19 +1,28 @@
 """``python -m mesh.node``: run a node from a shell.
 
-Settings come from flags and an optional TOML file (``--config``); a flag given on the
-command line wins over the file. The file holds the node settings at top level or in a
-``[node]`` table, and may tune gossip in a ``[gossip]`` table whose keys are the fields of
-:class:`mesh.swim.config.SwimConfig` (e.g. ``probe_interval_ms = 500``). A ``[raft]`` table
-names the voters (``voters = ["n1", "n2", "n3"]``, same as ``--raft-voters n1,n2,n3``); a
-node whose id is among them runs Raft and needs ``--data-dir``. ``member = true`` (or
-``--raft-member``) keeps a Raft log on a node that is not a bootstrap voter, so that it can
-be added later (``node.kv.add_voter``). The process prints one line ``ready <id> <address>`` on
-standard output once it has joined, and stops gracefully on SIGINT or SIGTERM.
+Settings come from flags, ``MESH_*`` environment variables and a TOML file (``--config FILE``
+or ``$MESH_CONFIG``), in that order of precedence over the built-in defaults; every option
+can be given all three ways. :mod:`mesh.node.config` is the reference: the option table, the
+names derived from it, the file layout (``[node]``, ``[gossip]`` tuning
+:class:`mesh.swim.config.SwimConfig`, ``[raft] voters/member``) and the error messages.
+``--print-config`` prints the effective configuration as TOML, with the source of each value
+in a comment, and exits 0 (2 when the configuration is invalid).
 
-``--metrics-port PORT`` (``metrics_port`` in the file) serves Prometheus metrics at
-``http://127.0.0.1:PORT/metrics`` (``--metrics-host`` to listen elsewhere); with port 0 the
-system picks one. Then the ready line carries one more word, ``metrics=<url>``, after the
-address: ``ready <id> <address> metrics=http://127.0.0.1:PORT/metrics``.
+A node whose id is among the Raft voters (``--raft-voters n1,n2,n3``) runs Raft and needs
+``--data-dir``; ``--raft-member`` keeps a Raft log on a node that is not a bootstrap voter, so
+that it can be added later (``node.kv.add_voter``).
+
+The process prints one line on standard output once it has joined, and stops gracefully on
+SIGINT or SIGTERM::
+
+    ready <id> <address> [metrics=<url>] [http=<url>]
+
+``metrics=`` is there with ``--metrics-port`` (Prometheus metrics at
+``http://127.0.0.1:PORT/metrics``; ``--metrics-host`` to listen elsewhere; port 0: the system
+picks one), ``http=`` with ``--http-port`` (the node's live web page). Logs go to standard
+error as ``--log-format text`` (default), ``kv`` (logfmt) or ``json`` lines
+(:mod:`mesh.observe.logs`). Exit status: 0 after a graceful stop, 1 when the node could not
+start, 2 for an invalid configuration (the message names the key and its source).
 """
 from __future__ import annotations
 
@@ -23,164 +32,33 @@ import importlib
 import logging
 import signal
 import sys
-import tomllib
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
+
+from mesh.errors import ConfigError
+from mesh.node.config import (ENV_CONFIG, LOG_FORMATS, LOG_LEVELS, NodeConfig, add_arguments, load_config,
+                              render_toml, resolve_config)
+from mesh.observe.logs import configure_logging
+
+__all__ = ["ConfigError", "LOG_FORMATS", "LOG_LEVELS", "NodeConfig", "build_parser", "load_agent", "load_config",
+           "main", "run"]
 
 log = logging.getLogger("mesh.node")
-
-LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-class ConfigError(ValueError):
-    """The configuration is invalid; the message names the key and the problem."""
-
-
-@dataclass
-class NodeConfig:
-    id: str = ""
-    bind: str = "tcp://127.0.0.1:*"
-    join: list[str] = field(default_factory=list)
-    agent: list[str] = field(default_factory=list)
-    singleton: list[str] = field(default_factory=list)
-    data_dir: str | None = None
-    log_level: str = "info"
-    default_timeout: float = 30.0
-    join_timeout: float = 10.0
-    drain_timeout: float = 5.0
-    gossip: dict[str, int] = field(default_factory=dict)
-    raft_voters: list[str] = field(default_factory=list)
-    raft_member: bool = False
-    metrics_port: int | None = None
-    metrics_host: str = "127.0.0.1"
-
-
-_TYPES = {"id": str, "bind": str, "join": list, "agent": list, "singleton": list, "data_dir": str, "log_level": str,
-          "default_timeout": float, "join_timeout": float, "drain_timeout": float, "metrics_port": int,
-          "metrics_host": str}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m mesh.node",
-        description="Run a mesh node: bind a ROUTER, join peers through seeds, host agents.",
+        description="Run a mesh node: bind a ROUTER, join peers through seeds, host agents. "
+                    "Precedence: flags > MESH_* environment variables > config file > defaults.",
         epilog="Example: python -m mesh.node --id n1 --bind tcp://127.0.0.1:7001 "
                "--join tcp://127.0.0.1:7000 --agent mypkg.agents:Risk=risk-1")
-    p.add_argument("--id", help="node id, unique in the mesh (1..255 bytes)")
-    p.add_argument("--bind", help="ZeroMQ endpoint to bind, e.g. tcp://127.0.0.1:7001 (port * = any free port; "
-                                  "default tcp://127.0.0.1:*)")
-    p.add_argument("--join", action="append", metavar="ADDRESS",
-                   help="address of a node to join through (repeatable)")
-    p.add_argument("--agent", action="append", metavar="MODULE:CLASS[=NAME]",
-                   help="agent to host: a mesh.Agent subclass, optionally named; {id} in NAME is "
-                        "replaced by the node id (repeatable)")
-    p.add_argument("--singleton", action="append", metavar="MODULE:CLASS[=NAME]",
-                   help="agent to run on exactly one of the nodes that name it, elected through the "
-                        "Raft store; it moves when its node stops or dies (repeatable)")
-    p.add_argument("--data-dir", help="folder for this node's durable state")
-    p.add_argument("--config", metavar="FILE", help="TOML file with any of these settings (flags win)")
-    p.add_argument("--log-level", choices=LOG_LEVELS, help="logging level (default info)")
-    p.add_argument("--default-timeout", type=float, metavar="SECONDS",
-                   help="timeout of calls made without one (default 30)")
-    p.add_argument("--join-timeout", type=float, metavar="SECONDS",
-                   help="how long to wait for the seeds at start (default 10)")
-    p.add_argument("--drain-timeout", type=float, metavar="SECONDS",
-                   help="on stop, how long in-flight calls may still finish (default 5)")
-    p.add_argument("--raft-voters", metavar="ID,ID,...",
-                   help="the ids of the Raft voters (the same list on every node); a node among them "
-                        "keeps the replicated store and needs --data-dir")
-    p.add_argument("--raft-member", action="store_true", default=None,
-                   help="keep a Raft log here though this node is not a bootstrap voter, so it can be "
-                        "added as one later (needs --data-dir)")
-    p.add_argument("--metrics-port", type=int, metavar="PORT",
-                   help="serve Prometheus metrics on http://HOST:PORT/metrics (0: any free port, shown in "
-                        "the ready line); default: no metrics server")
-    p.add_argument("--metrics-host", metavar="HOST",
-                   help="address the metrics server listens on (default 127.0.0.1)")
+    p.add_argument("--config", metavar="FILE",
+                   help=f"TOML file with any of these settings (default ${ENV_CONFIG}; "
+                        "environment variables and flags win over it)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the effective configuration as TOML, with where each value came from, and exit")
+    add_arguments(p)
     return p
-
-
-def load_config(args: argparse.Namespace) -> NodeConfig:
-    """Merge the TOML file (if any) and the flags into a validated NodeConfig."""
-    values: dict[str, Any] = {}
-    if args.config:
-        try:
-            with open(args.config, "rb") as f:
-                raw = tomllib.load(f)
-        except OSError as exc:
-            raise ConfigError(f"--config: cannot read {args.config}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"--config: {args.config} is not valid TOML: {exc}") from None
-        section = dict(raw.get("node", raw))
-        gossip = raw.get("gossip", {})
-        section.pop("gossip", None)
-        values["gossip"] = _check_gossip(args.config, gossip)
-        raft = raw.get("raft", {})
-        section.pop("raft", None)
-        if not isinstance(raft, dict) or set(raft) - {"voters", "member"}:
-            raise ConfigError(f"{args.config}: the [raft] table takes only 'voters' and 'member'")
-        if "voters" in raft:
-            values["raft_voters"] = _check(args.config, "raft.voters", raft["voters"], list)
-        if "member" in raft:
-            values["raft_member"] = _check(args.config, "raft.member", raft["member"], bool)
-        for key, value in section.items():
-            name = key.replace("-", "_")
-            if name not in _TYPES:
-                raise ConfigError(f"{args.config}: unknown key {key!r} (known: {', '.join(sorted(_TYPES))})")
-            values[name] = _check(args.config, key, value, _TYPES[name])
-    for name in _TYPES:
-        flag = getattr(args, name, None)
-        if flag is not None:
-            values[name] = flag
-    if getattr(args, "raft_voters", None):
-        values["raft_voters"] = [v.strip() for v in args.raft_voters.split(",") if v.strip()]
-    if getattr(args, "raft_member", None):
-        values["raft_member"] = True
-    cfg = NodeConfig(**values)
-    if not cfg.id:
-        raise ConfigError("id: a node id is required (--id or 'id' in the config file)")
-    if cfg.log_level not in LOG_LEVELS:
-        raise ConfigError(f"log_level: {cfg.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
-    for name in ("default_timeout", "join_timeout", "drain_timeout"):
-        if getattr(cfg, name) <= 0:
-            raise ConfigError(f"{name}: must be positive, got {getattr(cfg, name)}")
-    if cfg.metrics_port is not None and not 0 <= cfg.metrics_port <= 65535:
-        raise ConfigError(f"metrics_port: must be 0..65535, got {cfg.metrics_port}")
-    if (cfg.id in cfg.raft_voters or cfg.raft_member) and not cfg.data_dir:
-        raise ConfigError(f"data_dir: node {cfg.id!r} keeps a Raft log and needs a data folder for it")
-    return cfg
-
-
-def _check_gossip(source: str, table: Any) -> dict[str, int]:
-    from dataclasses import fields
-
-    from mesh.swim.config import SwimConfig
-
-    if not isinstance(table, dict):
-        raise ConfigError(f"{source}: 'gossip' must be a table")
-    known = {f.name for f in fields(SwimConfig)}
-    for key, value in table.items():
-        if key not in known:
-            raise ConfigError(f"{source}: unknown key 'gossip.{key}' (known: {', '.join(sorted(known))})")
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ConfigError(f"{source}: 'gossip.{key}' must be an integer, got {type(value).__name__}")
-    try:
-        SwimConfig(**table)
-    except ValueError as exc:
-        raise ConfigError(f"{source}: gossip: {exc}") from None
-    return dict(table)
-
-
-def _check(source: str, key: str, value: Any, kind: type) -> Any:
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if kind is list:
-        if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-            raise ConfigError(f"{source}: {key!r} must be a list of strings")
-        return value
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ConfigError(f"{source}: {key!r} must be a {kind.__name__}, got {type(value).__name__}")
-    return value
 
 
 def load_agent(spec: str, node_id: str = ""):
@@ -204,20 +82,42 @@ def load_agent(spec: str, node_id: str = ""):
 
 
 async def run(cfg: NodeConfig) -> int:
-    import mesh
-    from mesh.swim.config import SwimConfig
+    from mesh.security.errors import KeyFileError, PolicyError
+    from mesh.security.settings import InsecureConfig
 
+    if not cfg.keys and not cfg.insecure:
+        raise ConfigError("keys: security is on by default; give --keys FILE and --trust PATH (make keys "
+                          "with: python -m mesh.keys generate --id ID --out DIR), or --insecure to run in "
+                          "plaintext on loopback addresses only")
     agents = [load_agent(spec, cfg.id) for spec in cfg.agent]
     singletons = [load_agent(spec, cfg.id) for spec in cfg.singleton]
-    node = mesh.Node(cfg.id, cfg.bind, cfg.join, cfg.data_dir, default_timeout=cfg.default_timeout,
-                     join_timeout=cfg.join_timeout, drain_timeout=cfg.drain_timeout,
-                     gossip=SwimConfig(**cfg.gossip), raft_voters=cfg.raft_voters,
-                     raft_member=cfg.raft_member, metrics_port=cfg.metrics_port,
-                     metrics_host=cfg.metrics_host)
+    try:
+        node = _make_node(cfg)
+    except (InsecureConfig, KeyFileError, PolicyError) as exc:
+        raise ConfigError(str(exc)) from None
     for agent in agents:
         node.add(agent)
     for agent in singletons:
         node.add(agent, singleton=True)
+    return await _serve(node)
+
+
+def _make_node(cfg: NodeConfig) -> Any:
+    import mesh
+    from mesh.swim.config import SwimConfig
+
+    return mesh.Node(cfg.id, cfg.bind, cfg.join, cfg.data_dir, default_timeout=cfg.default_timeout,
+                     join_timeout=cfg.join_timeout, drain_timeout=cfg.drain_timeout,
+                     gossip=SwimConfig(**cfg.gossip), raft_voters=cfg.raft_voters,
+                     raft_member=cfg.raft_member, metrics_port=cfg.metrics_port,
+                     metrics_host=cfg.metrics_host, http_port=cfg.http_port, http_host=cfg.http_host,
+                     keys=cfg.keys, trust=cfg.trust, acl=cfg.acl, audit_log=cfg.audit_log,
+                     insecure=cfg.insecure)
+
+
+async def _serve(node: Any) -> int:
+    import mesh
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -229,6 +129,9 @@ async def run(cfg: NodeConfig) -> int:
         await node.stop()
         return 1
     extra = f" metrics={node.metrics_url}" if node.metrics_url else ""
+    http_url = getattr(node, "http_url", None)
+    if http_url:
+        extra += f" http={http_url}"
     print(f"ready {node.node_id} {node.address}{extra}", flush=True)
     await stop.wait()
     log.info("stopping (signal)")
@@ -236,20 +139,32 @@ async def run(cfg: NodeConfig) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """The command line; ``environ`` (default ``os.environ``) supplies ``MESH_*`` settings."""
     args = build_parser().parse_args(argv)
     try:
-        cfg = load_config(args)
-        logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        resolved = resolve_config(args, environ)
+    except ConfigError as exc:
+        print(f"mesh.node: configuration error: {exc}", file=sys.stderr)
+        return 2
+    cfg = resolved.config
+    if args.print_config:
+        for warning in resolved.warnings:
+            print(f"mesh.node: warning: {warning}", file=sys.stderr)
+        sys.stdout.write(render_toml(resolved))
+        return 0
+    configure_logging(cfg.log_level, cfg.log_format, cfg.id)
+    for warning in resolved.warnings:
+        log.warning("%s", warning)
+    try:
         try:
             import uvloop
         except ImportError:   # uvloop does not exist on Windows
             return asyncio.run(run(cfg))
         return uvloop.run(run(cfg))
-    except ConfigError as exc:
-        print(f"mesh.node: configuration error: {exc}", file=sys.stderr)
+    except ConfigError as exc:   # an agent that cannot be loaded
+        log.error("configuration error: %s", exc)
         return 2
     except OSError as exc:
-        print(f"mesh.node: {exc}", file=sys.stderr)
+        log.error("%s", exc)
         return 1

@@ -172,6 +172,11 @@ class ConsensusDriver:
     def is_leader(self) -> bool:
         return self._core is not None and self._core.leader == self.node_id
 
+    def members(self) -> frozenset[str]:
+        """The voters and learners of the current configuration."""
+        c = self._core
+        return frozenset(c.conf.voters) | frozenset(c.conf.learners) if c is not None else frozenset()
+
     def status(self) -> dict[str, Any]:
         c = self._core
         return {"id": self.node_id, "role": c.role.name.lower(), "term": c.term, "leader": c.leader,
@@ -186,11 +191,13 @@ class ConsensusDriver:
         """Replicate ``command`` and return the state machine's result (leader only).
         ``stamp``: the command's last argument is a time, to be set from the leader's clock."""
         self._check()
+        if type(command) is not bytes:   # from any node (RaftAgent.propose): storage takes only bytes
+            raise ProtocolError(f"a command is bytes, not {type(command).__name__}")
         core = self._core
         if stamp and self.is_leader:
             try:
                 *head, _ = msgpack.unpackb(command, raw=False)
-            except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+            except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
                 raise ProtocolError(f"malformed command: {exc}") from None
             command = msgpack.packb([*head, wall_ms()], use_bin_type=True)
         index = core.propose(command, self._now_ms())       # raises NotLeader on a follower

@@ -15,12 +15,17 @@ Theory of operation
 * Everything from the network is validated: the codec's limits, then :mod:`mesh.swim.wire`.
   A bad message is dropped and counted (``gossip_malformed``); it never reaches the core.
   A member's metadata is validated by the node before it touches the router.
+* With security on, our record is signed by the core (``signer``) and every record that
+  arrives is checked here (``verifier``, :mod:`mesh.security.records`): an ALIVE record whose
+  signature fails is dropped (``gossip_forged``), and an address riding on an accusation is
+  kept only if it is signed.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections import deque
+from dataclasses import replace
 from random import Random
 from typing import Any, Callable
 
@@ -28,14 +33,13 @@ from mesh._core import codec
 from mesh.errors import DecodeError, MeshError, ProtocolError
 from mesh.swim import wire
 from mesh.swim.config import SwimConfig
-from mesh.swim.core import Swim
-from mesh.swim.messages import KIND_OF, RESPONSE_KINDS, Member, MemberEvent, Send
+from mesh.swim.core import Signer, Swim
+from mesh.swim.messages import KIND_OF, RESPONSE_KINDS, Member, MemberEvent, Send, State, Update
 from mesh.node.core_timer import CoreTimer
-from mesh.transport import Transport
+from mesh.transport import SEED_PREFIX, Transport
 
 log = logging.getLogger(__name__)
 
-SEED_PREFIX = "seed:"
 _WAITING_PER_ADDRESS = 16   # gossip frames held for a link that is still connecting
 
 
@@ -43,8 +47,12 @@ class GossipDriver:
     """One node's SWIM core, wired to its transport and loop."""
 
     def __init__(self, node_id: str, transport: Transport, config: SwimConfig, rng: Random,
-                 limits: Any, on_event: Callable[[MemberEvent], None]) -> None:
+                 limits: Any, on_event: Callable[[MemberEvent], None], signer: Signer | None = None,
+                 verifier: Callable[[str, int, str, bytes, bytes], bool] | None = None) -> None:
         self.node_id = node_id
+        self._signer = signer
+        self._verify = verifier
+        self._quiet_until = 0.0
         self.config = config
         self._transport = transport
         self._rng = rng
@@ -55,7 +63,8 @@ class GossipDriver:
         self._timer: CoreTimer | None = None
         self._waiting: dict[str, deque[bytes]] = {}
         self._ids = 0
-        self.counters = {"gossip_in": 0, "gossip_out": 0, "gossip_malformed": 0, "gossip_dropped": 0}
+        self.counters = {"gossip_in": 0, "gossip_out": 0, "gossip_malformed": 0, "gossip_dropped": 0,
+                         "gossip_forged": 0}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -63,7 +72,7 @@ class GossipDriver:
         self._loop = asyncio.get_running_loop()
         self._timer = CoreTimer(self._loop, self._tick)
         self._core = Swim(self.node_id, address, meta=meta, config=self.config, rng=self._rng,
-                          now_ms=self._now_ms())
+                          now_ms=self._now_ms(), signer=self._signer)
         self._timer.arm(self._core.next_deadline_ms())
 
     def join(self, seeds: list[str]) -> None:
@@ -112,7 +121,37 @@ class GossipDriver:
             return
         if self._core is None or env.src == self.node_id:
             return
+        if self._verify is not None:
+            msg = self._checked(msg)
         self._run(self._core.step(env.src, msg, self._now_ms()))
+
+    def _checked(self, msg: Any) -> Any:
+        """``msg`` without the records whose signatures fail (see the module docstring)."""
+        changes = {}
+        for name in ("updates", "members"):
+            ups = getattr(msg, name, None)
+            if ups:
+                kept = tuple(u for u in map(self._checked_update, ups) if u is not None)
+                if len(kept) != len(ups) or any(a is not b for a, b in zip(kept, ups)):
+                    changes[name] = kept
+        return replace(msg, **changes) if changes else msg
+
+    def _checked_update(self, u: Update) -> Update | None:
+        if u.state is State.ALIVE or u.address or u.meta:
+            if self._verify(u.node, u.incarnation, u.address, u.meta, u.sig):
+                return u
+            if u.state is State.ALIVE:
+                self.counters["gossip_forged"] += 1
+                now = self._loop.time()
+                if now >= self._quiet_until:      # one warning per 10 s, however many arrive
+                    self._quiet_until = now + 10.0
+                    log.warning("gossip record of %s (incarnation %d) with a bad signature dropped",
+                                u.node, u.incarnation)
+                return None
+            # an accusation whose member re-signed since (a newer incarnation): the claim
+            # stands, the address does not
+            return replace(u, address="", meta=b"", sig=b"")
+        return u
 
     def link_up(self, key: str, address: str) -> None:
         waiting = self._waiting.pop(address, None)

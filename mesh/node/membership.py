@@ -18,6 +18,13 @@ A change (an agent added or removed, a subscription, a notable change of load) i
 with a new incarnation and spreads by gossip; every node applies it to its router, so calls
 follow membership without restarts. :meth:`NodeMeta.from_bytes` validates everything, because
 the bytes come from the network.
+
+Limits and checks of :meth:`NodeMeta.from_bytes`: the bytes are at most
+:data:`MAX_META_BYTES` (the gossip wire refuses longer ones) and decode under the codec's
+default limits; agent names, capabilities, topics and blocking patterns are non-empty
+strings, capabilities come as an array, capacities are finite numbers > 0 and load figures
+numbers. Whatever it accepts, the router takes: a name the router would refuse must not
+make it as far as the runtime, which routes a member's agents on a gossip event.
 """
 from __future__ import annotations
 
@@ -69,13 +76,13 @@ class NodeMeta:
             version = body["v"]
             if version != PROTOCOL_VERSION:
                 raise ProtocolError(f"member speaks protocol version {version}, we speak {PROTOCOL_VERSION}")
-            agents = {_str(a): tuple(_str(c) for c in caps) for a, caps in body["agents"].items()}
-            topics = tuple(_str(t) for t in body["topics"])
-            blocking = tuple(_str(t) for t in body.get("blocking", ()))
-            capacity = {_str(a): float(c) for a, c in body.get("capacity", {}).items()}
+            agents = {_str(a): tuple(_str(c) for c in _list(caps)) for a, caps in _map(body["agents"]).items()}
+            topics = tuple(_str(t) for t in _list(body["topics"]))
+            blocking = tuple(_str(t) for t in _list(body.get("blocking", [])))
+            capacity = {_str(a): _number(c) for a, c in _map(body.get("capacity", {})).items()}
             if not all(0.0 < c < float("inf") for c in capacity.values()):
                 raise ValueError("capacity must be finite and > 0")
-            load = {_str(k): float(v) for k, v in body.get("load", {}).items()}
+            load = {_str(k): _number(v) for k, v in _map(body.get("load", {})).items()}
         except ProtocolError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -94,6 +101,30 @@ def load_changed(old: dict[str, float], new: dict[str, float]) -> bool:
 
 
 def _str(value: Any) -> str:
-    if not isinstance(value, str):
+    # non-empty: the router refuses an empty agent name or capability with ValueError, and
+    # the runtime routes on a gossip event, where nothing would catch it
+    if type(value) is not str:
         raise TypeError(f"expected a string, got {type(value).__name__}")
+    if not value:
+        raise ValueError("an empty name")
     return value
+
+
+def _list(value: Any) -> list:
+    # a str is iterable too: "risk" must not become the capabilities r, i, s, k
+    if type(value) is not list:
+        raise TypeError(f"expected an array, got {type(value).__name__}")
+    return value
+
+
+def _map(value: Any) -> dict:
+    if type(value) is not dict:
+        raise TypeError(f"expected a map, got {type(value).__name__}")
+    return value
+
+
+def _number(value: Any) -> float:
+    # float() would take "1e3" (a str) and True as numbers
+    if type(value) is not int and type(value) is not float:
+        raise TypeError(f"expected a number, got {type(value).__name__}")
+    return float(value)

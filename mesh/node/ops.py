@@ -14,6 +14,7 @@ from typing import Any
 
 from mesh.agent import Agent, rpc
 from mesh.errors import UnknownAgent
+from mesh.observe.histogram import LogHistogram
 
 AGENT_PREFIX = "_ops."
 
@@ -55,6 +56,17 @@ class OpsAgent(Agent):
         """Each subscribing handler's queue (:meth:`Node.subscription_stats`)."""
         return self.node.subscription_stats()
 
+    @rpc
+    def describe(self, agent: str) -> dict[str, Any]:
+        """Agent ``agent`` (hosted here) as tools outside the mesh see it: description,
+        capabilities and, per rpc method, JSON Schemas of its parameters and result from its
+        type hints and docstring (:func:`mesh.bridges.schema.describe_agent`)."""
+        target = self.node.agents.get(agent)
+        if target is None:
+            raise UnknownAgent(f"no agent named {agent!r} on node {self.node.node_id!r}")
+        from mesh.bridges.schema import describe_agent    # stdlib only; loaded when first asked
+        return describe_agent(target)
+
     @rpc(eager=False)
     async def health(self) -> Any:
         """The node's own health report, where the node has one (``node.health()``); else
@@ -68,7 +80,22 @@ class OpsAgent(Agent):
         return {"node": node.node_id, "address": node.address, "implementation": node.implementation,
                 "uptime_s": round(time.time() - node.boot / 1e9, 3), "now_s": time.monotonic(),
                 "stats": node.stats(), "agents": self._loads(), "raft": self.raft(),
-                "health": await self._health()}
+                "health": await self._health(), "handled": self._handled(),
+                "links": {m["id"]: m["link"] for m in node.members() if not m["self"]}}
+
+    def _handled(self) -> dict[str, Any]:
+        """Handler runs since start, all agents but the ``_ops`` ones merged (so a watcher
+        polling this does not see itself): count, errors and the non-empty buckets of the
+        handler-time histogram as [index, count] pairs (:mod:`mesh.observe.histogram`), so a
+        caller can subtract two samples and read the percentiles of the interval."""
+        merged = LogHistogram()
+        errors = 0
+        for (agent, _), stats in list(self.node._handled.by_method.items()):
+            if not agent.startswith(AGENT_PREFIX):
+                merged.merge(stats.histogram)
+                errors += stats.errors
+        return {"count": merged.count, "errors": errors,
+                "buckets": [[i, n] for i, n in enumerate(merged.counts) if n]}
 
     def _loads(self) -> dict[str, dict[str, Any]]:
         out = {}

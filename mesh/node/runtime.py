@@ -46,7 +46,7 @@ from mesh.agent import Agent, HandlerSpec
 from mesh.eager import SYNC_DONE, run_eager
 from mesh.errors import (WIRE_ERRORS, CircuitOpen, DecodeError, EncodeError, MeshError, Overloaded,
                          ProtocolError, RemoteError, Timeout, Unavailable, UnknownAgent, UnknownMethod,
-                         Unreachable)
+                         Unauthorized, Unreachable)
 from mesh.kv.client import KV, RaftAgent
 from mesh.node.singleton import Singleton
 from mesh.node.subscriptions import Subscription
@@ -62,6 +62,12 @@ from mesh.resilience.breaker import BreakerConfig, CircuitBreaker, State as Brea
 from mesh.resilience.bulkhead import Mailbox
 from mesh.resilience.deadline import budget_s, current_deadline_us
 from mesh.resilience.retry import RETRYABLE, RetryPolicy
+from mesh.security.acl import Action
+from mesh.security.links import principal_of, split_seed
+from mesh.node.caller import caller_agent, current_agent, current_peer, envelope_src
+from mesh.observe.logs import trace_id
+from mesh.security.records import RecordSigner, RecordVerifier
+from mesh.security.settings import resolve as resolve_security
 from mesh.swim.config import SwimConfig
 from mesh.swim.messages import EventKind, MemberEvent, State
 from mesh.transport import Transport, TransportConfig
@@ -98,13 +104,14 @@ class _LocalSend:
     """What a one-way send to an agent on this node carries through the bulkhead in place of
     an envelope: the target, the method, no deadline."""
 
-    __slots__ = ("dst", "subject", "deadline_us", "msg_id", "src")
+    __slots__ = ("dst", "subject", "deadline_us", "msg_id", "src", "trace_id")
 
     def __init__(self, dst: str, subject: str) -> None:
         self.dst = dst
         self.subject = subject
         self.deadline_us = 0
         self.msg_id = 0
+        self.trace_id = trace_id.get()
         self.src = ""
 
 
@@ -127,9 +134,19 @@ class Node:
     target agent (``None``: no breakers); ``retry`` is the policy of calls made with
     ``idempotent=True``.
 
+    Security (:mod:`mesh.security.settings`): ``keys`` (a ``.key`` file or
+    :class:`~mesh.security.keys.NodeKeys`) and ``trust`` (a folder or file of public keys, or a
+    :class:`~mesh.security.trust.TrustStore`) put every link under CURVE, admit only trusted
+    keys and sign this node's membership record; a seed may then be given as ``ID@ADDRESS``.
+    Without keys the node runs in plaintext, on loopback addresses only (``insecure=True`` says
+    it is meant). ``acl`` (a TOML policy file or :class:`~mesh.security.acl.Policy`) authorizes
+    calls, topics and KV prefixes per peer; denials go to ``audit_log``.
+
     Observability (:mod:`mesh.observe`): ``metrics_port`` serves Prometheus metrics on
     ``http://metrics_host:port/metrics`` while the node runs (0: any free port, see
     :attr:`metrics_url`; None: no server); :meth:`health` gives the health score.
+    ``http_port`` serves the live web page of the mesh (:mod:`mesh.observe.web`) on
+    ``http://http_host:port/`` (0: any free port, see :attr:`http_url`; None: no page).
     """
 
     def __init__(self, node_id: str, bind: str = "tcp://127.0.0.1:*", seeds: Iterable[str] = (),
@@ -140,7 +157,9 @@ class Node:
                  raft_voters: Iterable[str] = (), raft: RaftConfig | None = None,
                  raft_member: bool = False, breaker: BreakerConfig | None = BreakerConfig(),
                  retry: RetryPolicy = RetryPolicy(), metrics_port: int | None = None,
-                 metrics_host: str = "127.0.0.1") -> None:
+                 metrics_host: str = "127.0.0.1", http_port: int | None = None, http_host: str = "127.0.0.1",
+                 keys: Any = None, trust: Any = None, acl: Any = None,
+                 audit_log: str | os.PathLike | None = None, insecure: bool = False) -> None:
         raw = node_id.encode() if isinstance(node_id, str) else b""
         if not raw or len(raw) > 255 or raw[0] == 0 or node_id.startswith(SEED_PREFIX):
             raise ValueError(f"invalid node id {node_id!r}: 1..255 UTF-8 bytes, not starting with NUL or 'seed:'")
@@ -148,7 +167,9 @@ class Node:
             raise ValueError("default_timeout must be positive")
         self.node_id = node_id
         self.bind = bind
-        self.seeds = [s for s in seeds]
+        seeds = list(seeds)
+        self.security = resolve_security(node_id, bind, seeds, keys, trust, acl, audit_log, insecure)
+        self.seeds = [split_seed(s)[1] for s in seeds]   # ID@ADDRESS: the id only picks the key
         self.data_dir = os.fspath(data_dir) if data_dir is not None else None
         self.default_timeout = default_timeout
         self.join_timeout = join_timeout
@@ -188,9 +209,15 @@ class Node:
         self._deadline_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
         self._ids = itertools.count(1)
-        self._transport = Transport(node_id, bind, self._on_frame, self._on_link, transport)
+        self._transport = Transport(node_id, bind, self._on_frame, self._on_link, transport,
+                                    self.security.links)
+        signer = verifier = None
+        if self.security.links is not None:
+            signer = RecordSigner(self.security.links.keys)
+            verifier = RecordVerifier(self.security.links.trust)
+            self.security.links.on_trust_change.append(verifier.forget)
         self._gossip = GossipDriver(node_id, self._transport, gossip or SwimConfig(), Random(rng_seed),
-                                    self.limits, self._on_member)
+                                    self.limits, self._on_member, signer, verifier)
         self.raft_voters = tuple(dict.fromkeys(raft_voters))
         self._raft: ConsensusDriver | None = None
         if node_id in self.raft_voters or raft_member:
@@ -208,12 +235,15 @@ class Node:
             "calls_out": 0, "calls_in": 0, "sends_out": 0, "sends_in": 0, "publishes_out": 0,
             "publishes_in": 0, "errors_out": 0, "handler_errors": 0, "timeouts": 0, "expired": 0,
             "late_replies": 0, "malformed": 0, "protocol_errors": 0, "rejected": 0, "circuit_open": 0,
-            "retries": 0}
+            "retries": 0, "unauthorized": 0}
         self._handled = HandlerStats()        # per agent and method: runs, errors, handler time
         self._health = HealthWindow()
         self.metrics_port = metrics_port
         self.metrics_host = metrics_host
         self._metrics: Any = None             # the MetricsServer while running
+        self.http_port = http_port
+        self.http_host = http_host
+        self._web: Any = None                 # the WebServer while running
 
     # -- public API --------------------------------------------------------------------------
 
@@ -332,6 +362,11 @@ class Node:
         """``http://host:port/metrics`` while the metrics server runs (the bound port), else None."""
         return self._metrics.url if self._metrics is not None else None
 
+    @property
+    def http_url(self) -> str | None:
+        """``http://host:port/``, the live web page, while it is served (the bound port), else None."""
+        return self._web.url if self._web is not None else None
+
     def health(self) -> dict[str, Any]:
         """Health score 0..100 (design document 5.1; :mod:`mesh.observe.health`): ``node`` for
         this node over the last minute, ``mesh`` the mean over live members that published one in
@@ -369,6 +404,13 @@ class Node:
         if self.metrics_port is not None:
             from mesh.observe.metrics import MetricsServer   # prometheus-client only when asked
             self._metrics = await MetricsServer(self, self.metrics_host, self.metrics_port).start()
+        if self.http_port is not None:
+            from mesh.observe.web import WebServer
+            try:
+                self._web = await WebServer(self, self.http_host, self.http_port).start()
+            except BaseException:
+                self._close_metrics()
+                raise
         self._transport.start()
         log.info("node %s listening on %s (%s hot path)", self.node_id, self.address, IMPLEMENTATION)
         self._started = True
@@ -448,6 +490,9 @@ class Node:
         if self._metrics is not None:
             self._metrics.close()
             self._metrics = None
+        if self._web is not None:
+            self._web.close()
+            self._web = None
 
     async def __aenter__(self) -> Node:
         await self.start()
@@ -654,8 +699,7 @@ class Node:
         took it; the answer resolves the returned future (errors and deadline as for calls)."""
         msg_id = next(self._ids)
         t = self.default_timeout
-        data = codec.encode(Kind.PUBLISH, msg_id, 0, self.node_id, "", topic, payload, Flag.ACK,
-                            _now_us() + int(t * 1e6), 0)
+        data = self._encode(Kind.PUBLISH, msg_id, 0, "", topic, payload, _now_us() + int(t * 1e6), Flag.ACK)
         try:
             self._transport.send(node, data, flush=False)
         except MeshError as exc:
@@ -736,8 +780,11 @@ class Node:
         return spec
 
     def _encode(self, kind: int, msg_id: int, corr_id: int, dst: str, subject: str, body: Any,
-                deadline_us: int) -> bytes:
-        data = codec.encode(kind, msg_id, corr_id, self.node_id, dst, subject, body, 0, deadline_us, 0)
+                deadline_us: int, flags: int = 0) -> bytes:
+        # the sending agent and the trace travel with the message (mesh.node.caller)
+        trace = trace_id.get() or self._rng.getrandbits(63) + 1
+        data = codec.encode(kind, msg_id, corr_id, envelope_src(self.node_id, current_agent.get()), dst, subject,
+                            body, flags, deadline_us, trace)
         if len(data) > self.limits.max_frame_bytes:
             raise EncodeError(f"message of {len(data)} bytes exceeds max_frame_bytes={self.limits.max_frame_bytes}")
         return data
@@ -757,6 +804,7 @@ class Node:
             box.running += 1
         fn = getattr(agent, spec.attr)
         token = current_deadline_us.set(_now_us() + int(t * 1e6))
+        acting = current_agent.set(agent.name)     # its own calls speak for it
         t0 = time.perf_counter()
         ok = False
         try:
@@ -779,6 +827,7 @@ class Node:
             raise RemoteError(type(exc).__name__, str(exc), agent.name, method) from exc
         finally:
             current_deadline_us.reset(token)
+            current_agent.reset(acting)
             self._request_done(box, agent.name, t0, ok, method)
 
     async def _wait_for_slot(self, box: Mailbox, name: str, method: str, t: float) -> None:
@@ -913,6 +962,9 @@ class Node:
             agent = self._agents.get(env.dst)
             if agent is None:
                 raise UnknownAgent(f"no agent named {env.dst!r} on node {self.node_id!r}")
+            if self.security.policy is not None and env.dst[:1] != "_" and \
+                    not self._authorized(peer, env.src, Action.CALL, f"{env.dst}.{env.subject}", env.trace_id):
+                raise Unauthorized(f"{self._principal_text(peer, env.src)} may not call {env.dst}.{env.subject}")
             spec = self._spec(agent, env.subject)
             box = self._boxes[env.dst]
             if env.deadline_us and env.deadline_us < _now_us():
@@ -939,8 +991,11 @@ class Node:
                      want_reply: bool, args: list, kwargs: dict) -> None:
         box.running += 1
         fn = getattr(agent, spec.attr)
-        # the handler's own calls inherit what is left of this request's deadline
+        # the handler's own calls inherit what is left of this request's deadline, its
+        # trace, and speak for its agent (mesh.node.caller)
         token = current_deadline_us.set(env.deadline_us)
+        contexts = (current_agent.set(env.dst), trace_id.set(env.trace_id),
+                    current_peer.set((principal_of(peer), caller_agent(env.src, peer))))
         t0 = time.perf_counter()
         try:
             try:
@@ -960,6 +1015,9 @@ class Node:
                 self._spawn(self._finish_request(box, t0, peer, env, want_reply, value))
         finally:
             current_deadline_us.reset(token)
+            current_agent.reset(contexts[0])
+            trace_id.reset(contexts[1])
+            current_peer.reset(contexts[2])
 
     async def _finish_request(self, box: Mailbox, t0: float, peer: str, env: Any, want_reply: bool,
                               awaitable: Any) -> None:
@@ -1055,10 +1113,49 @@ class Node:
                             (type_name, message[:4096], origin), 0, 0, 0)
         self._transport.reply(peer, data)
 
+    def _authorized(self, peer: str, src: str, action: Action, resource: str, trace: int = 0) -> bool:
+        """Whether the policy lets ``peer`` (and the agent ``src`` names) do ``action`` on
+        ``resource``; a denial is counted and audited. No policy: everything is allowed."""
+        policy = self.security.policy
+        if policy is None:
+            return True
+        node, agent = principal_of(peer), caller_agent(src, peer)
+        decision = policy.check(node, agent, action, resource)
+        if decision.allowed:
+            return True
+        self.counters["unauthorized"] += 1
+        self.security.audit.deny(node, agent, action, resource, decision.rule, trace_id=trace)
+        return False
+
+    def authorize(self, action: Action, resource: str) -> None:
+        """Raise :class:`~mesh.errors.Unauthorized` (and audit it) unless the node and agent
+        whose request the running handler serves may do ``action`` on ``resource`` under the
+        ACL. For handlers that guard resources of their own; the node itself checks calls,
+        topics and the KV. A call made on this node is never refused: the ACL governs what
+        crosses the network."""
+        caller = current_peer.get()
+        if caller is None or self.security.policy is None:
+            return
+        node, agent = caller
+        src = envelope_src(node, agent or "")
+        if not self._authorized(node, src, action, resource, trace_id.get()):
+            raise Unauthorized(f"{self._principal_text(node, src)} may not {action.value} {resource!r}")
+
+    @staticmethod
+    def _principal_text(peer: str, src: str) -> str:
+        agent = caller_agent(src, peer)
+        return f"node {principal_of(peer)!r}" + (f" (agent {agent!r})" if agent else "")
+
     def _handle_publish(self, peer: str, env: Any) -> None:
         self.counters["publishes_in"] += 1
         acked = env.flags & Flag.ACK
         subscribers = self._local_topics.match(env.subject)
+        if subscribers and self.security.policy is not None and \
+                not self._authorized(peer, env.src, Action.PUBLISH, env.subject, env.trace_id):
+            if acked:
+                self._reply_error(peer, env, "Unauthorized", f"{self._principal_text(peer, env.src)} may not "
+                                  f"publish to {env.subject}", _ORIGIN_MESH)
+            return
         if not subscribers:
             if acked:
                 self._reply(peer, env, None, flush=False)
@@ -1232,6 +1329,8 @@ class Node:
             for table, patterns in ((self._remote_topics, meta.topics), (self._remote_blocking, meta.blocking)):
                 table.remove_subscriber(node)
                 for pattern in patterns:
+                    if table is self._remote_topics and not self._authorized(node, "", Action.SUBSCRIBE, pattern):
+                        continue    # never sent to it: the policy does not let it subscribe there
                     try:
                         table.subscribe(pattern, node)
                     except ValueError:

@@ -12,15 +12,15 @@ Theory of operation
 * :class:`MetricsServer` answers ``GET /metrics`` (text format 0.0.4, or OpenMetrics when the
   scraper asks for it) and ``GET /health`` (``node.health()`` as JSON) over plain HTTP on the
   node's event loop, so a scrape reads the node between two loop iterations, never while a
-  handler changes it; there is no thread. It listens on 127.0.0.1 unless told otherwise, and
-  serves one request per connection, at most ``MAX_CONNECTIONS`` at once.
+  handler changes it; there is no thread (:mod:`mesh.observe.http`, shared with the web page,
+  which serves the same two paths through :func:`metrics_routes`). It listens on 127.0.0.1
+  unless told otherwise, and serves one request per connection, a bounded number at once.
 * Names follow Prometheus conventions: ``mesh_`` prefix, base units (seconds, bytes) last,
   ``_total`` on counters. Labels are bounded: agents and methods hosted here (methods come
   from the agents' rpc tables), breakers only while not closed, Raft followers.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from typing import TYPE_CHECKING, Any, Iterator
@@ -29,14 +29,12 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
+from mesh.observe.http import Handler, HttpServer, Request, Response
+
 if TYPE_CHECKING:
     from mesh.node.runtime import Node
 
 log = logging.getLogger(__name__)
-
-MAX_CONNECTIONS = 16
-_REQUEST_TIMEOUT_S = 5.0
-_MAX_REQUEST_BYTES = 16 * 1024
 
 # Handler-time histogram boundaries, seconds (the Prometheus ``le`` buckets).
 BUCKETS_S = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -288,79 +286,46 @@ def make_registry(node: Node) -> CollectorRegistry:
     return registry
 
 
+def metrics_routes(node: Node, registry: CollectorRegistry) -> dict[str, Handler]:
+    """``/metrics`` (Prometheus text, or OpenMetrics when the scraper asks) and ``/health``
+    (``node.health()`` as JSON): the routes every HTTP server of a node offers."""
+    def metrics(request: Request) -> Response:
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(200, content_type, encoder(registry))
+
+    def health(request: Request) -> Response:
+        return Response(200, "application/json", json.dumps(node.health()).encode() + b"\n")
+    return {"/metrics": metrics, "/health": health}
+
+
 class MetricsServer:
-    """``GET /metrics`` and ``GET /health`` over HTTP/1.1 on the running event loop."""
+    """``GET /metrics`` and ``GET /health`` over HTTP/1.1 on the running event loop
+    (:class:`mesh.observe.http.HttpServer`)."""
 
     def __init__(self, node: Node, host: str = "127.0.0.1", port: int = 0,
                  registry: CollectorRegistry | None = None) -> None:
         self.node = node
-        self.host = host
-        self.port = port
         self.registry = registry if registry is not None else make_registry(node)
-        self._server: asyncio.base_events.Server | None = None
-        self._open = 0
+        routes = metrics_routes(node, self.registry)
+        routes["/"] = routes["/metrics"]
+        self._http = HttpServer(routes, host, port, name="metrics", not_found="not found: try /metrics")
+
+    @property
+    def host(self) -> str:
+        return self._http.host
+
+    @property
+    def port(self) -> int:
+        return self._http.port
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/metrics"
+        return self._http.url("/metrics")
 
     async def start(self) -> MetricsServer:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port, limit=_MAX_REQUEST_BYTES)
-        self.port = self._server.sockets[0].getsockname()[1]
+        await self._http.start()
         log.info("node %s serves metrics on %s", self.node.node_id, self.url)
         return self
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._open += 1
-        try:
-            if self._open > MAX_CONNECTIONS:
-                await self._respond(writer, 503, "text/plain; charset=utf-8", b"too many scrapes at once\n")
-                return
-            try:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _REQUEST_TIMEOUT_S)
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, ConnectionError):
-                return
-            lines = head.decode("latin-1").split("\r\n")
-            parts = lines[0].split(" ")
-            if len(parts) != 3:
-                await self._respond(writer, 400, "text/plain; charset=utf-8", b"bad request\n")
-                return
-            method, target = parts[0], parts[1].split("?", 1)[0]
-            headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:] if h)}
-            if method not in ("GET", "HEAD"):
-                await self._respond(writer, 405, "text/plain; charset=utf-8", b"only GET\n")
-                return
-            if target in ("/metrics", "/"):
-                encoder, content_type = choose_encoder(headers.get("accept", ""))
-                body = encoder(self.registry)
-            elif target == "/health":
-                content_type = "application/json"
-                body = json.dumps(self.node.health()).encode() + b"\n"
-            else:
-                await self._respond(writer, 404, "text/plain; charset=utf-8", b"not found: try /metrics\n")
-                return
-            await self._respond(writer, 200, content_type, b"" if method == "HEAD" else body, len(body))
-        except Exception:
-            log.exception("metrics request failed")
-        finally:
-            self._open -= 1
-            writer.close()
-
-    @staticmethod
-    async def _respond(writer: asyncio.StreamWriter, status: int, content_type: str, body: bytes,
-                       length: int | None = None) -> None:
-        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-                  503: "Service Unavailable"}[status]
-        writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"
-                     f"Content-Length: {len(body) if length is None else length}\r\nConnection: close\r\n\r\n"
-                     .encode("latin-1") + body)
-        try:
-            await writer.drain()
-        except ConnectionError:
-            pass
+        self._http.close()

@@ -32,9 +32,11 @@ What :func:`from_body` checks besides the shapes and types, and why:
   :data:`MAX_SNAPSHOT_BYTES` of snapshot data, :data:`MAX_CONF_IDS` ids per configuration list.
 
 It raises :class:`~mesh.errors.ProtocolError` for anything else, so a driver drops and counts
-it. The generic byte-level limits (body size, depth, bin length) are the codec's job and are
-usually the tighter ones. The contents of an entry (a CONFIG entry's encoded configuration, an
-application command) are not looked into here.
+it. The generic byte-level limits (body size, depth, bin length, containers) are the codec's
+job and are usually the tighter ones. A CONFIG entry's data is decoded here, by
+:func:`decode_conf`, which reads it token by token and builds nothing but the ids (at most
+:data:`MAX_CONF_IDS` per list, :data:`MAX_ID_BYTES` each); an application command is not
+looked into (the state machine decodes it under its own limits).
 
 APPEND and its reply are the replication hot path: their checks are inline expressions, and
 only a failure calls out to find which field to blame.
@@ -221,14 +223,72 @@ def encode_conf(conf: ConfState) -> bytes:
 
 
 def decode_conf(data: bytes) -> ConfState:
-    """A CONFIG entry's configuration; ProtocolError if it is not one."""
-    try:
-        lists = msgpack.unpackb(data, raw=False)
-    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
-        raise ProtocolError(f"malformed CONFIG entry: {exc}") from None
-    if type(lists) is not list or len(lists) != 3:
+    """A CONFIG entry's configuration; ProtocolError if it is not one.
+
+    Read token by token rather than by msgpack: the data arrives in an APPEND from any peer and
+    is decoded before the core knows whether the sender leads, and msgpack would first build
+    whatever the bytes describe (16 MiB of nested empty arrays is a gigabyte of lists). This
+    reader builds only the ids, accepts exactly the msgpack encodings of three arrays of strings
+    and nothing after them, and lets :func:`_conf` judge the ids."""
+    if type(data) is not bytes:
+        raise ProtocolError(f"malformed CONFIG entry: data must be bytes, got {type(data).__name__}")
+    pos, count = _array_header(data, 0)
+    if count != 3:
         raise ProtocolError("malformed CONFIG entry: expected [voters, learners, outgoing voters]")
+    lists = []
+    for what in ("voters", "learners", "outgoing voters"):
+        pos, count = _array_header(data, pos)
+        if count > MAX_CONF_IDS:
+            raise ProtocolError(f"malformed CONFIG entry: {count} {what} (limit {MAX_CONF_IDS})")
+        ids = []
+        for _ in range(count):
+            pos, value = _conf_id(data, pos)
+            ids.append(value)
+        lists.append(ids)
+    if pos != len(data):
+        raise ProtocolError(f"malformed CONFIG entry: {len(data) - pos} bytes after the configuration")
     return _conf(*lists, "CONFIG entry")
+
+
+def _array_header(data: bytes, pos: int) -> tuple[int, int]:
+    """(position after it, item count) of the msgpack array header at ``pos``."""
+    if pos >= len(data):
+        raise ProtocolError("malformed CONFIG entry: truncated")
+    byte = data[pos]
+    if 0x90 <= byte <= 0x9F:
+        return pos + 1, byte & 0x0F
+    width = 2 if byte == 0xDC else 4 if byte == 0xDD else 0
+    if not width:
+        raise ProtocolError(f"malformed CONFIG entry: expected an array at offset {pos}")
+    if pos + 1 + width > len(data):
+        raise ProtocolError("malformed CONFIG entry: truncated")
+    return pos + 1 + width, int.from_bytes(data[pos + 1:pos + 1 + width], "big")
+
+
+def _conf_id(data: bytes, pos: int) -> tuple[int, str]:
+    """(position after it, value) of the msgpack value at ``pos``, which must be a str of at
+    most MAX_ID_BYTES bytes: anything else is refused without being built."""
+    if pos >= len(data):
+        raise ProtocolError("malformed CONFIG entry: truncated")
+    byte = data[pos]
+    if 0xA0 <= byte <= 0xBF:
+        start, length = pos + 1, byte & 0x1F
+    else:
+        width = {0xD9: 1, 0xDA: 2, 0xDB: 4}.get(byte)
+        if width is None:
+            raise ProtocolError(f"malformed CONFIG entry: expected an id (a string) at offset {pos}")
+        start = pos + 1 + width
+        if start > len(data):
+            raise ProtocolError("malformed CONFIG entry: truncated")
+        length = int.from_bytes(data[pos + 1:start], "big")
+    if length > MAX_ID_BYTES:
+        raise ProtocolError(f"malformed CONFIG entry: an id of {length} bytes (limit {MAX_ID_BYTES})")
+    if start + length > len(data):
+        raise ProtocolError("malformed CONFIG entry: truncated")
+    try:
+        return start + length, data[start:start + length].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(f"malformed CONFIG entry: an id at offset {pos} is not UTF-8") from None
 
 
 def _snapshot_resp(body: list) -> SnapshotResp:

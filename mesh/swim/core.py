@@ -45,7 +45,7 @@ actions (:class:`~mesh.swim.messages.Send`, :class:`~mesh.swim.messages.MemberEv
 from __future__ import annotations
 
 from random import Random
-from typing import Iterable
+from typing import Callable, Iterable
 
 from mesh.swim.broadcasts import BroadcastQueue
 from mesh.swim.config import SwimConfig
@@ -55,15 +55,22 @@ from mesh.swim.messages import (Ack, Action, EventKind, Gossip, Member, MemberEv
                                 PingReq, Send, State, Sync, SyncReply, Update)
 from mesh.swim.suspicion import Suspicion
 
+# (node id, incarnation, address, meta) -> the signature carried with our record. The core
+# only signs (a pure function handed in, like the Random); checking others' signatures is the
+# driver's job, before a message reaches step().
+Signer = Callable[[str, int, str, bytes], bytes]
+
 _FAR = 1 << 62
 _LIVE = (State.ALIVE, State.SUSPECT)
 
 
 class _Node:
-    __slots__ = ("id", "address", "incarnation", "state", "meta", "since_ms", "suspicion")
+    __slots__ = ("id", "address", "incarnation", "state", "meta", "since_ms", "suspicion", "sig")
 
-    def __init__(self, id: str, address: str, incarnation: int, meta: bytes, now_ms: int) -> None:
+    def __init__(self, id: str, address: str, incarnation: int, meta: bytes, now_ms: int,
+                 sig: bytes = b"") -> None:
         self.id = id
+        self.sig = sig               # the member's signature of (incarnation, address, meta)
         self.address = address
         self.incarnation = incarnation
         self.state = State.ALIVE
@@ -75,7 +82,7 @@ class _Node:
         return Member(self.id, self.address, self.state, self.incarnation, self.meta, self.since_ms)
 
     def as_update(self, source: str = "") -> Update:
-        return Update(self.state, self.id, self.incarnation, self.address, self.meta, source)
+        return Update(self.state, self.id, self.incarnation, self.address, self.meta, source, self.sig)
 
 
 class _Probe:
@@ -108,11 +115,13 @@ class Swim:
 
     def __init__(self, node_id: str, address: str, *, meta: bytes = b"",
                  config: SwimConfig | None = None, rng: Random, now_ms: int,
-                 incarnation: int = 0) -> None:
+                 incarnation: int = 0, signer: Signer | None = None) -> None:
         self.id = node_id
         self.config = config or SwimConfig()
         self._rng = rng
+        self._signer = signer
         self._me = _Node(node_id, address, incarnation, meta, now_ms)
+        self._sign_me()
         self._nodes: dict[str, _Node] = {node_id: self._me}
         self._others: list[str] = []          # ids of every other known member, for random picks
         self._other_pos: dict[str, int] = {}
@@ -260,6 +269,7 @@ class Swim:
         if meta != me.meta and not self.leaving:
             me.meta = meta
             me.incarnation += 1
+            self._sign_me()
             self._broadcasts.push(me.as_update())
         return self._flush()
 
@@ -410,7 +420,7 @@ class Swim:
             return
         n = self._nodes.get(u.node)
         if n is None:
-            n = _Node(u.node, u.address, u.incarnation, u.meta, now_ms)
+            n = _Node(u.node, u.address, u.incarnation, u.meta, now_ms, u.sig)
             self._nodes[u.node] = n
             self._other_pos[u.node] = len(self._others)
             self._others.append(u.node)
@@ -424,7 +434,7 @@ class Swim:
             return
         was = n.state
         changed = (u.address, u.meta) != (n.address, n.meta)
-        n.address, n.meta, n.incarnation = u.address, u.meta, u.incarnation
+        n.address, n.meta, n.incarnation, n.sig = u.address, u.meta, u.incarnation, u.sig
         self._set_state(n, State.ALIVE, now_ms)
         self._broadcasts.push(u)
         if was in (State.DEAD, State.LEFT):
@@ -495,8 +505,15 @@ class Swim:
     def _refute(self, accused_incarnation: int) -> None:
         me = self._me
         me.incarnation = max(me.incarnation, accused_incarnation) + 1
+        self._sign_me()
         self._adjust_health(1)   # being suspected hints that we are the slow one
         self._broadcasts.push(me.as_update())
+
+    def _sign_me(self) -> None:
+        """Sign our record anew after its incarnation or metadata changed."""
+        me = self._me
+        if self._signer is not None:
+            me.sig = self._signer(me.id, me.incarnation, me.address, me.meta)
 
     def _set_state(self, n: _Node, state: State, now_ms: int) -> None:
         old = n.state
@@ -610,11 +627,11 @@ class Swim:
 
     def _merge_one(self, src: str, u: Update, now_ms: int) -> None:
         """Merge one record of a full-state sync from ``src`` (the accuser of its suspicions)."""
-        if u.state is State.SUSPECT and u.node not in self._nodes:
+        if u.state is State.SUSPECT and u.node not in self._nodes and u.address:
             # learn the member, then the suspicion (memberlist would skip it until it refutes)
-            self._on_alive(Update(State.ALIVE, u.node, u.incarnation, u.address, u.meta), now_ms)
+            self._on_alive(Update(State.ALIVE, u.node, u.incarnation, u.address, u.meta, sig=u.sig), now_ms)
         if u.state in (State.SUSPECT, State.DEAD):
-            u = Update(u.state, u.node, u.incarnation, u.address, u.meta, src)
+            u = Update(u.state, u.node, u.incarnation, u.address, u.meta, src, u.sig)
         self._apply(u, now_ms, from_sync=True)
 
     def _address_of(self, node_id: str) -> str:

@@ -40,13 +40,16 @@ class State(IntEnum):
 class Update:
     """What one node claims about ``node``: ALIVE (with its address and metadata),
     SUSPECT / DEAD (``source`` = the accuser) or LEFT (``source`` = the node itself).
-    A push-pull sync sends one Update per member it knows."""
+    A push-pull sync sends one Update per member it knows. ``sig``: where security is on,
+    ``node``'s own signature of its record (incarnation, address, metadata), which relays
+    pass on untouched and receivers check before the core sees it."""
     state: State
     node: str
     incarnation: int
     address: str = ""
     meta: bytes = b""
     source: str = ""
+    sig: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,7 @@
 """SWIM messages <-> plain msgpack-ready lists, with validation of everything that arrives.
 
-Layout (each a msgpack array; ``U`` is an update ``[state, node, incarnation, address, meta, source]``)::
+Layout (each a msgpack array; ``U`` is an update ``[state, node, incarnation, address, meta, source, sig]``,
+``sig`` the member's signature of its record or empty, see :mod:`mesh.security.records`)::
 
     PING        [seq, target, [U...], known]
     PING_REQ    [seq, target, address, [U...]]
@@ -12,7 +13,11 @@ Layout (each a msgpack array; ``U`` is an update ``[state, node, incarnation, ad
 
 :func:`from_body` raises :class:`~mesh.errors.ProtocolError` for anything else, so a driver
 drops and counts it. The generic byte-level limits (sizes, depth) are the codec's job; here we
-bound what is specific to SWIM.
+bound what is specific to SWIM: ids (target, node, source) of at most :data:`MAX_ID_BYTES`
+UTF-8 bytes, addresses of :data:`MAX_ADDRESS_BYTES`, metadata of :data:`MAX_META_BYTES`,
+signatures of :data:`MAX_SIG_BYTES`, :data:`MAX_UPDATES` updates per list, and integers that
+fit in 64 unsigned bits. An address is any such string: whether it is an endpoint the
+transport can connect to is the driver's to check.
 """
 from __future__ import annotations
 
@@ -25,13 +30,14 @@ from mesh.swim.messages import (KIND_OF, Ack, Gossip, Message, Nack, Ping, PingR
 MAX_ID_BYTES = 255
 MAX_ADDRESS_BYTES = 1024
 MAX_META_BYTES = 64 * 1024
+MAX_SIG_BYTES = 64          # an Ed25519 signature
 MAX_UPDATES = 4096          # per message (a SYNC carries one per member)
 MAX_U64 = (1 << 64) - 1
 _STATES = tuple(State)   # index by the wire value: cheaper than State(value) per update
 
 
 def update_to_list(u: Update) -> list:
-    return [int(u.state), u.node, u.incarnation, u.address, u.meta, u.source]
+    return [int(u.state), u.node, u.incarnation, u.address, u.meta, u.source, u.sig]
 
 
 def to_body(msg: Message) -> list:
@@ -98,18 +104,20 @@ def _updates(items: Any) -> tuple[Update, ...]:
         raise ProtocolError(f"{len(items)} updates in one message (limit {MAX_UPDATES})")
     out = []
     for item in items:
-        if not isinstance(item, list) or len(item) != 6:
-            raise ProtocolError("an update must be [state, node, incarnation, address, meta, source]")
-        state, node, inc, address, meta, source = item
+        if not isinstance(item, list) or len(item) != 7:
+            raise ProtocolError("an update must be [state, node, incarnation, address, meta, source, sig]")
+        state, node, inc, address, meta, source, sig = item
         if type(state) is not int or not 0 <= state <= 3:
             raise ProtocolError(f"bad member state {state!r}")
         if not isinstance(meta, bytes) or len(meta) > MAX_META_BYTES:
             raise ProtocolError("member metadata must be bytes of at most 64 KiB")
+        if not isinstance(sig, bytes) or len(sig) > MAX_SIG_BYTES:
+            raise ProtocolError(f"a record signature must be bytes of at most {MAX_SIG_BYTES}")
         node = _name(node, MAX_ID_BYTES)
         if not node:
             raise ProtocolError("empty node id in an update")
         out.append(Update(_STATES[state], node, _u64(inc), _name(address, MAX_ADDRESS_BYTES), meta,
-                          _name(source, MAX_ID_BYTES)))
+                          _name(source, MAX_ID_BYTES), sig))
     return tuple(out)
 
 

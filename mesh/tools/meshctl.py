@@ -12,6 +12,12 @@ commas or spaces), does one thing, and leaves. Membership and the directory come
 own gossip view; per-node figures (counters, agent load, Raft status) from each node's
 ``_ops.<node id>`` system agent (:mod:`mesh.node.ops`).
 
+Security: on a mesh with keys, meshctl needs a key the nodes trust (``--keys FILE``, or
+``$MESH_KEYS``; an operator key made with ``python -m mesh.keys generate --id ops``) and the
+cluster's public keys (``--trust DIR``, ``$MESH_TRUST``). It then joins as
+``<key id>~<pid>-<random>`` and the ACL sees it as that key's node. Without keys it speaks
+plaintext, which only a loopback mesh started with ``--insecure`` accepts.
+
 Output: aligned tables for people; with ``--json`` (on every sub-command) only JSON on
 standard output — one document, or one per line for the streaming commands (``kv watch``,
 ``top``). Progress and diagnostics go to standard error. Exit status: 0 done, 1 a mesh error
@@ -43,6 +49,8 @@ from mesh.tools.tables import render
 log = logging.getLogger("mesh.tools.meshctl")
 
 ENV_JOIN = "MESH_JOIN"
+ENV_KEYS = "MESH_KEYS"
+ENV_TRUST = "MESH_TRUST"
 ENV_BIND = "MESH_BIND"
 LIVE = ("alive", "suspect")
 STATE_ORDER = ("alive", "suspect", "dead", "left")
@@ -59,8 +67,10 @@ class NotFound(Exception):
 
 # -- the client node: the one place meshctl becomes a member -------------------------------
 
-def client_id() -> str:
-    return f"meshctl-{os.getpid()}-{secrets.token_hex(2)}"
+def client_id(key_id: str | None = None) -> str:
+    """meshctl's node id: unique per run; under a key, named for that key's holder."""
+    suffix = f"{os.getpid()}-{secrets.token_hex(2)}"
+    return f"{key_id}~{suffix}" if key_id else f"meshctl-{suffix}"
 
 
 @contextlib.asynccontextmanager
@@ -70,8 +80,18 @@ async def joined(args: argparse.Namespace) -> AsyncIterator[Any]:
     this is where meshctl's credentials go)."""
     import mesh
 
-    node = mesh.Node(client_id(), bind=args.bind, seeds=args.join, default_timeout=args.timeout,
-                     join_timeout=args.timeout, drain_timeout=1.0, hangup_timeout=0.5)
+    if args.keys:
+        from mesh.security.keys import load_keys
+
+        keys = load_keys(args.keys)
+        security: dict[str, Any] = {"keys": keys, "trust": args.trust}
+        name = client_id(keys.node_id)
+    else:
+        # the nodes of a plaintext mesh warned loudly already; a client need not repeat it
+        logging.getLogger("mesh.security.settings").setLevel(logging.ERROR)
+        security, name = {"insecure": True}, client_id()
+    node = mesh.Node(name, bind=args.bind, seeds=args.join, default_timeout=args.timeout,
+                     join_timeout=args.timeout, drain_timeout=1.0, hangup_timeout=0.5, **security)
     await node.start()
     try:
         await _settle(node, min(args.timeout, _SETTLE_S))
@@ -533,6 +553,10 @@ def _common(suppress: bool) -> argparse.ArgumentParser:
     p.add_argument("--bind", metavar="ENDPOINT", default=d(None),
                    help=f"endpoint meshctl binds for its replies; peers must reach it "
                         f"(default ${ENV_BIND} or tcp://127.0.0.1:*)")
+    p.add_argument("--keys", metavar="FILE", default=d(None),
+                   help=f"meshctl's key file (a .key the nodes trust; default ${ENV_KEYS}); none: plaintext")
+    p.add_argument("--trust", metavar="PATH", default=d(None),
+                   help=f"folder or file of the cluster's public keys (default ${ENV_TRUST})")
     p.add_argument("--json", action="store_true", default=d(False),
                    help="machine-readable output: JSON on stdout and nothing else there")
     p.add_argument("-v", "--verbose", action="store_true", default=d(False), help="log what the client node does")
@@ -615,6 +639,10 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
         raise UsageError(f"no mesh to join: give --join ADDRESS or set ${ENV_JOIN}")
     if args.bind is None:
         args.bind = os.environ.get(ENV_BIND) or "tcp://127.0.0.1:*"
+    args.keys = args.keys or os.environ.get(ENV_KEYS) or None
+    args.trust = args.trust or os.environ.get(ENV_TRUST) or None
+    if args.keys and not args.trust:
+        raise UsageError(f"--keys needs --trust (or ${ENV_TRUST}): the cluster's public keys")
     if args.timeout <= 0:
         raise UsageError("--timeout must be positive")
     return args

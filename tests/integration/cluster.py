@@ -31,7 +31,7 @@ class NodeProcess:
         self.address = ""
 
     def start(self, timeout: float = 20.0) -> NodeProcess:
-        cmd = [sys.executable, "-m", "mesh.node", "--id", self.node_id, "--bind", self.bind,
+        cmd = [sys.executable, "-m", "mesh.node", "--insecure", "--id", self.node_id, "--bind", self.bind,
                "--log-level", "warning", "--join-timeout", "10"]
         for seed in self.join:
             cmd += ["--join", seed]

@@ -120,18 +120,18 @@ def test_hostile_gossip_is_dropped_and_counted():
                 gossip(SwimKind.PING, "not a list"),
                 gossip(SwimKind.PING, [1, "victim"]),                       # missing field
                 gossip(SwimKind.ACK, [-1, []]),                             # negative seq
-                gossip(SwimKind.GOSSIP, [[[9, "x", 1, "", b"", ""]]]),       # unknown state
-                gossip(SwimKind.GOSSIP, [[[0, "x", 1, "tcp://h:1", "meta as str", ""]]]),
-                gossip(SwimKind.SYNC, [True, [[0, "y", 1, "a", b"", ""]] * 5000, []]),   # too many
-                gossip(SwimKind.GOSSIP, [[[0, "x" * 300, 1, "", b"", ""]]]),  # id too long
-                gossip(SwimKind.GOSSIP, [[[0, "x", 1, "", b"\0" * 70000, ""]]]),  # meta too big
+                gossip(SwimKind.GOSSIP, [[[9, "x", 1, "", b"", "", b""]]]),       # unknown state
+                gossip(SwimKind.GOSSIP, [[[0, "x", 1, "tcp://h:1", "meta as str", "", b""]]]),
+                gossip(SwimKind.SYNC, [True, [[0, "y", 1, "a", b"", "", b""]] * 5000, []]),   # too many
+                gossip(SwimKind.GOSSIP, [[[0, "x" * 300, 1, "", b"", "", b""]]]),  # id too long
+                gossip(SwimKind.GOSSIP, [[[0, "x", 1, "", b"\0" * 70000, "", b""]]]),  # meta too big
                 gossip(SwimKind.PING, [1, "victim", []], src="someone-else"),  # forged sender
                 gossip(SwimKind.SYNC_REPLY + 10, []),                       # unassigned gossip kind
             ]
             for frame in bad:
                 raw.send(frame)
             # A member whose metadata is garbage joins, but cannot poison the router.
-            raw.send(gossip(SwimKind.GOSSIP, [[[0, "liar", 1, "tcp://127.0.0.1:1", b"\xc1\xc1", ""]]]))
+            raw.send(gossip(SwimKind.GOSSIP, [[[0, "liar", 1, "tcp://127.0.0.1:1", b"\xc1\xc1", "", b""]]]))
 
             async def counted():
                 return node.stats()["gossip_malformed"] == len(bad)

@@ -184,7 +184,7 @@ def test_metrics_port_from_flags_and_toml(tmp_path):
 
 def test_cli_metrics_port_zero_prints_the_url_after_the_address():
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-m", "mesh.node", "--id", "cm1", "--log-level", "warning",
+    proc = subprocess.Popen([sys.executable, "-m", "mesh.node", "--insecure", "--id", "cm1", "--log-level", "warning",
                              "--agent", "tests.integration.agents:Calc=calc-cm", "--metrics-port", "0"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     try:

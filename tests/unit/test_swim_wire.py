@@ -65,11 +65,11 @@ def test_limits_at_the_edge_are_accepted():
     assert from_body(SwimKind.PING, [1, utf8, [], 0]).target == utf8
 
 
-GOOD_U = [0, "n1", 0, "tcp://a", b"", ""]
+GOOD_U = [0, "n1", 0, "tcp://a", b"", "", b""]
 
 
 def with_update(**change):
-    fields = ["state", "node", "incarnation", "address", "meta", "source"]
+    fields = ["state", "node", "incarnation", "address", "meta", "source", "sig"]
     u = list(GOOD_U)
     for k, v in change.items():
         u[fields.index(k)] = v
@@ -77,6 +77,8 @@ def with_update(**change):
 
 
 MALFORMED = [
+    # a record signature that is not bytes, or longer than an Ed25519 signature
+    (SwimKind.GOSSIP, [with_update(sig="x" * 64)]), (SwimKind.GOSSIP, [with_update(sig=b"x" * 65)]),
     # unknown kinds, with bodies that would be valid for some kind
     (31, [[]]), (39, [[]]), (0, [[]]), (-1, [[]]), (1000, [[]]), (31, [1, "a", []]), (39, [1, []]),
     (0, [True, [], []]), (2**64, [[], []]),
