@@ -78,6 +78,12 @@ class NoRoute(MeshError, LookupError):
     rule, or a rule's target names a field the message lacks."""
 
 
+class ConfigError(MeshError, ValueError):
+    """A node's configuration is invalid (see :mod:`mesh.node.config`); the message names the
+    key as its source spells it (``--metrics-port``, ``MESH_METRICS_PORT``, ``node.toml: [node]
+    metrics_port``) and the problem. Raised at start, never on the wire."""
+
+
 class RemoteError(MeshError):
     """A handler on the remote side raised; ``type`` is its class name, ``message`` its text."""
 
@@ -91,6 +97,15 @@ class RemoteError(MeshError):
 
     def __reduce__(self):  # keep pickling (multiprocessing, pytest-xdist) working
         return (RemoteError, (self.type, self.message, self.agent, self.method))
+
+
+class BridgeError(MeshError):
+    """A system outside the mesh reached through a bridge (:mod:`mesh.bridges`: an MCP
+    server, an A2A agent) failed or could not be reached; the message names it."""
+
+
+class ToolError(BridgeError):
+    """An MCP tool answered with an error result (``isError``); the message is its text."""
 
 
 # Errors a node may send back by name; the caller re-raises them as the same class.
