@@ -55,7 +55,7 @@ SEED_PREFIX = "seed:"   # link key of a seed whose node id is not known yet (see
 _HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                      | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 _MONITOR_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | _HANDSHAKE_FAILED
-_ROUTER_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
+_ROUTER_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | _HANDSHAKE_FAILED
 # Plain ints: pyzmq's enum flags cost an enum construction per call on the hot path.
 _NOBLOCK = int(zmq.NOBLOCK)
 _NOBLOCK_SNDMORE = int(zmq.NOBLOCK | zmq.SNDMORE)
@@ -168,6 +168,7 @@ class Transport:
         self._router = r
         self._router_monitor = r.get_monitor_socket(_ROUTER_EVENTS)
         self._loop.add_reader(self._router_monitor.getsockopt(zmq.FD), self._drain_router_monitor)
+        self._drain_router_monitor()   # edge-triggered: events may be waiting already
         self._loop.add_reader(r.getsockopt(zmq.FD), self._drain, r)
         self._drain(r)   # the edge may already have passed
         return self.address
@@ -354,8 +355,13 @@ class Transport:
                 event = recv_monitor_message(self._router_monitor, zmq.NOBLOCK)
             except zmq.ZMQError:   # Again, or closed
                 break
-            if event["event"] == zmq.EVENT_ACCEPTED:
+            kind = event["event"]
+            if kind == zmq.EVENT_ACCEPTED:
                 self._inbound.add(event["value"])
+            elif kind & _HANDSHAKE_FAILED:
+                if self.security is not None and kind != zmq.EVENT_HANDSHAKE_FAILED_AUTH:  # ZAP counted those
+                    # a plaintext peer, or one that does not hold the key it dialled us with
+                    self.security.handshake_refused(zmq.Event(kind).name.lower())
             else:
                 self._inbound.discard(event["value"])
         if not self._inbound and self._all_hung_up is not None:

@@ -154,6 +154,15 @@ def _endpoint_problem(value: str) -> str | None:
     return None
 
 
+def _seed_problem(value: str) -> str | None:
+    """A seed is an endpoint, optionally ``ID@`` it (with security on, the id picks its key)."""
+    from mesh.security.links import split_seed
+
+    if not _ENDPOINT.fullmatch(split_seed(value)[1]):
+        return f"must be a ZeroMQ endpoint such as tcp://127.0.0.1:7001 or n1@tcp://127.0.0.1:7001, got {value!r}"
+    return None
+
+
 def _agent_problem(value: str) -> str | None:
     module, _, cls = value.partition("=")[0].partition(":")
     if not module or not cls:
@@ -194,8 +203,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("id", "str", "node id, unique in the mesh (1..255 bytes); required", check=_node_id_problem),
     Option("bind", "str", "ZeroMQ endpoint to bind, e.g. tcp://127.0.0.1:7001 (port * = any free port)",
            check=_endpoint_problem),
-    Option("join", "list", "address of a node to join through", metavar="ADDRESS", repeat=True,
-           check=_endpoint_problem),
+    Option("join", "list", "address of a node to join through; ID@ADDRESS names the node, whose trusted key "
+           "the link then uses", metavar="ADDRESS", repeat=True, check=_seed_problem),
     Option("agent", "list", "agent to host: a mesh.Agent subclass, optionally named; {id} in NAME is "
            "replaced by the node id", metavar="MODULE:CLASS[=NAME]", repeat=True, check=_agent_problem),
     Option("singleton", "list", "agent to run on exactly one of the nodes that name it, elected through the "

@@ -302,7 +302,7 @@ class ConsensusDriver:
 
     # -- network -----------------------------------------------------------------------------
 
-    def handle(self, peer: str, env: Any, from_router: bool) -> None:
+    def handle(self, peer: str, env: Any, from_router: bool) -> bool:
         self.counters["raft_in"] += 1
         try:
             msg = wire.from_body(env.kind, codec.load_body(env.body, self._limits))
@@ -311,11 +311,12 @@ class ConsensusDriver:
         except (DecodeError, ProtocolError) as exc:
             self.counters["raft_malformed"] += 1
             log.debug("malformed raft message from %s dropped: %s", peer, exc)
-            return
+            return False
         if self._core is None or self._failed is not None:
-            return
+            return True
         self._core.step(msg, self._now_ms())
         self._kick()
+        return True
 
     # -- the Ready loop ----------------------------------------------------------------------
 

@@ -108,8 +108,9 @@ class GossipDriver:
 
     # -- receiving ---------------------------------------------------------------------------
 
-    def handle(self, peer: str, env: Any, from_router: bool) -> None:
-        """A gossip envelope from ``peer`` (a ROUTER identity, or the key of our DEALER link)."""
+    def handle(self, peer: str, env: Any, from_router: bool) -> bool:
+        """A gossip envelope from ``peer`` (a ROUTER identity, or the key of our DEALER link).
+        False: it was malformed (dropped and counted)."""
         self.counters["gossip_in"] += 1
         try:
             if from_router and env.src != peer:
@@ -118,12 +119,13 @@ class GossipDriver:
         except (DecodeError, ProtocolError) as exc:
             self.counters["gossip_malformed"] += 1
             log.debug("malformed gossip from %s dropped: %s", peer, exc)
-            return
+            return False
         if self._core is None or env.src == self.node_id:
-            return
+            return True
         if self._verify is not None:
             msg = self._checked(msg)
         self._run(self._core.step(env.src, msg, self._now_ms()))
+        return True
 
     def _checked(self, msg: Any) -> Any:
         """``msg`` without the records whose signatures fail (see the module docstring)."""

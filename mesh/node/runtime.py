@@ -66,6 +66,7 @@ from mesh.security.acl import Action
 from mesh.security.links import principal_of, split_seed
 from mesh.node.caller import caller_agent, current_agent, current_peer, envelope_src
 from mesh.observe.logs import trace_id
+from mesh.security.guard import GuardConfig, PeerGuard
 from mesh.security.records import RecordSigner, RecordVerifier
 from mesh.security.settings import resolve as resolve_security
 from mesh.swim.config import SwimConfig
@@ -159,7 +160,8 @@ class Node:
                  retry: RetryPolicy = RetryPolicy(), metrics_port: int | None = None,
                  metrics_host: str = "127.0.0.1", http_port: int | None = None, http_host: str = "127.0.0.1",
                  keys: Any = None, trust: Any = None, acl: Any = None,
-                 audit_log: str | os.PathLike | None = None, insecure: bool = False) -> None:
+                 audit_log: str | os.PathLike | None = None, insecure: bool = False,
+                 guard: GuardConfig | None = None) -> None:
         raw = node_id.encode() if isinstance(node_id, str) else b""
         if not raw or len(raw) > 255 or raw[0] == 0 or node_id.startswith(SEED_PREFIX):
             raise ValueError(f"invalid node id {node_id!r}: 1..255 UTF-8 bytes, not starting with NUL or 'seed:'")
@@ -211,6 +213,7 @@ class Node:
         self._ids = itertools.count(1)
         self._transport = Transport(node_id, bind, self._on_frame, self._on_link, transport,
                                     self.security.links)
+        self._guard = PeerGuard(guard, self._ban)
         signer = verifier = None
         if self.security.links is not None:
             signer = RecordSigner(self.security.links.keys)
@@ -735,6 +738,9 @@ class Node:
         out = dict(self.counters)
         out.update(self._transport.counters)
         out.update(self._gossip.counters)
+        out.update(self._guard.counters)
+        if self.security.links is not None:
+            out.update(self.security.links.counters)
         if self._raft is not None:
             out.update(self._raft.counters)
         core = self._gossip.core
@@ -898,10 +904,14 @@ class Node:
     # -- receiving ---------------------------------------------------------------------------
 
     def _on_frame(self, peer: str, data: bytes, from_router: bool) -> None:
+        guard = self._guard
+        if not guard.admit(peer, self._loop.time()):
+            return          # throttled or banned (mesh.security.guard)
         try:
             envelopes = codec.decode_frame(data, self.limits)
         except DecodeError as exc:
             self.counters["malformed"] += 1
+            guard.bad(peer, self._loop.time())
             log.debug("malformed frame from %s dropped: %s", peer, exc)
             return
         for env in envelopes:
@@ -917,11 +927,14 @@ class Node:
             elif kind == Kind.ERROR:
                 self._handle_error(env)
             elif _GOSSIP_KINDS[0] <= kind <= _GOSSIP_KINDS[1]:
-                self._gossip.handle(peer, env, from_router)
+                if not self._gossip.handle(peer, env, from_router):
+                    guard.bad(peer, self._loop.time())
             elif _RAFT_KINDS[0] <= kind <= _RAFT_KINDS[1] and self._raft is not None:
-                self._raft.handle(peer, env, from_router)
+                if not self._raft.handle(peer, env, from_router):
+                    guard.bad(peer, self._loop.time())
             else:
                 self.counters["protocol_errors"] += 1
+                guard.bad(peer, self._loop.time())
                 log.debug("unknown envelope kind %d from %s dropped", kind, peer)
 
     def _answered(self, env: Any) -> _Pending | None:
@@ -1256,6 +1269,12 @@ class Node:
         member = self._gossip.member(key)
         if member is not None and member.state not in _LIVE_STATES:
             self._close_link(key)   # it left or died: stop ZeroMQ reconnecting to it
+
+    def _ban(self, peer: str) -> None:
+        """The guard banned ``peer``: hang up on it, and have ZAP refuse its key meanwhile."""
+        if self.security.links is not None:
+            self.security.links.ban(principal_of(peer), self._loop.time() + self._guard.config.ban_s)
+        self._transport.disconnect(peer)
 
     def _close_link(self, node: str) -> None:
         self._transport.disconnect(node)

@@ -79,6 +79,15 @@ COUNTERS = {
     "raft_readies": ("mesh_raft_readies", "Raft Ready batches carried out."),
     "raft_fsyncs": ("mesh_raft_fsyncs", "fsync calls of the Raft log."),
     "subscription_drops": ("mesh_subscription_drops", "Published messages dropped by full subscriptions."),
+    "gossip_forged": ("mesh_gossip_records_forged", "Membership records dropped: their signature failed."),
+    "unauthorized": ("mesh_acl_denials", "Requests, publishes, subscriptions and KV operations the ACL denied."),
+    "frames_throttled": ("mesh_frames_throttled", "Frames dropped unread: their peer sent over its rate."),
+    "frames_banned": ("mesh_frames_banned", "Frames dropped unread: their peer is banned."),
+    "bad_frames": ("mesh_peer_bad_frames", "Frames a decoder rejected, counted against their peer."),
+    "peers_banned": ("mesh_peers_banned", "Bans of misbehaving peers (flooding or malformed frames)."),
+    "links_refused": ("mesh_links_refused", "Connections refused: key not trusted, banned, or not its node's."),
+    "handshakes_failed": ("mesh_link_handshakes_failed", "CURVE handshakes of our links that failed."),
+    "no_trusted_key": ("mesh_links_without_key", "Links not opened: no trusted key for the peer."),
 }
 GAUGES = {
     "pending_calls": ("mesh_calls_in_flight", "Calls made here still waiting for an answer."),

@@ -170,7 +170,8 @@ class Autoscaler(Agent):
                 log.debug("placement agent %s did not answer: %s", agent, answer)
                 continue
             reports[owner] = NodeReport(owner, agent, float(answer["busy"]), dict(answer["replicas"]),
-                                        tuple(answer["kinds"]), bool(answer["imports"]))
+                                        tuple(answer["kinds"]), bool(answer["imports"]),
+                                        float(answer.get("health", 100.0)))
         return reports
 
     async def _scale(self, cap: str, spec: tuple[str, ScalingConfig] | None, rec: dict[str, Any],
@@ -243,7 +244,7 @@ class Autoscaler(Agent):
     async def _grow(self, cap: str, kind: str, cfg: ScalingConfig, rec: dict[str, Any], count: int,
                     reports: dict[str, NodeReport]) -> None:
         eligible = [r for r in reports.values() if r.can_build(kind)]
-        picks = choose_nodes(eligible, count, cap, cfg.target_outstanding)
+        picks = choose_nodes(eligible, count, cap, cfg.target_outstanding, cfg.min_health)
         if not picks:
             log.warning("%s: no node can build %s; cannot scale up", cap, kind)
             return

@@ -91,6 +91,7 @@ class NodeReport:
     replicas: dict[str, dict[str, Any]] = field(default_factory=dict)   # name -> capability + load
     kinds: tuple[str, ...] = ()
     imports: bool = True
+    health: float = 100.0                    # the node's health score (design doc 5.1), 0..100
 
     def can_build(self, kind: str) -> bool:
         return kind in self.kinds or (self.imports and ":" in kind)
@@ -115,18 +116,22 @@ def expected_load(report: NodeReport, capability: str, target_outstanding: float
 
 
 def choose_nodes(nodes: Iterable[NodeReport], count: int, capability: str,
-                 target_outstanding: float) -> list[str]:
+                 target_outstanding: float, min_health: float = 0.0) -> list[str]:
     """Nodes for ``count`` new replicas, one pick at a time: the lowest
-    :func:`expected_load` counting the replicas placed in this round, then the fewest
-    replicas of ``capability``, then the id. A node may be picked more than once."""
+    :func:`expected_load` counting the replicas placed in this round, then the healthiest
+    (health score), then the fewest replicas of ``capability``, then the id. A node may be
+    picked more than once. Nodes whose health is below ``min_health`` (slow or failing
+    handlers) get none, unless no node is that healthy."""
     pool = list(nodes)
     if not pool:
         return []
+    healthy = [r for r in pool if r.health >= min_health]
+    pool = healthy or pool
     added = {r.node: 0 for r in pool}
     picks = []
     for _ in range(count):
         best = min(pool, key=lambda r: (expected_load(r, capability, target_outstanding, added[r.node]),
-                                        r.count(capability) + added[r.node], r.node))
+                                        -r.health, r.count(capability) + added[r.node], r.node))
         added[best.node] += 1
         picks.append(best.node)
     return picks
@@ -254,8 +259,9 @@ class PlacementAgent(Agent):
             stats = node.agent_load(name)
             replicas[name] = {"capability": capability, "inflight": stats["inflight"], "queued": stats["queued"],
                               "latency_ms": stats["latency_ms"], "calls": stats["calls"]}
+        health = node.health()["node"] if hasattr(node, "health") else 100.0
         return {"node": node.node_id, "busy": busy, "replicas": replicas, "spawned": self.spawned,
-                "kinds": sorted(self.factories), "imports": self.allow_import}
+                "kinds": sorted(self.factories), "imports": self.allow_import, "health": health}
 
     def _build(self, kind: str, name: str) -> Agent:
         factory = self.factories.get(kind)

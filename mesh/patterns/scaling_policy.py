@@ -61,7 +61,9 @@ class ScalingConfig:
     ``up_cooldown_s`` / ``down_cooldown_s``: quiet time after any change before growing /
     shrinking again. ``max_step_up`` / ``max_step_down``: replicas added / removed at most per
     decision. ``smoothing_s``: time constant of the demand EWMA (``alpha = 1 - exp(-dt /
-    smoothing_s)``; 0 = no smoothing).
+    smoothing_s)``; 0 = no smoothing). ``min_health``: new replicas go only to nodes whose
+    health score (design document 5.1, :mod:`mesh.observe.health`; an idle node scores 60) is
+    at least this, while any node is; among equally loaded nodes the healthiest wins.
     """
 
     min_replicas: int = 1
@@ -77,6 +79,7 @@ class ScalingConfig:
     max_step_up: int = 2
     max_step_down: int = 1
     smoothing_s: float = 1.0
+    min_health: float = 40.0
 
     def __post_init__(self) -> None:
         # min_replicas >= 1: demand is measured at the replicas, so from zero nothing would
@@ -94,6 +97,8 @@ class ScalingConfig:
         for name in ("up_after_s", "down_after_s", "up_cooldown_s", "down_cooldown_s", "smoothing_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
+        if not 0 <= self.min_health <= 100:
+            raise ValueError(f"min_health is a health score, 0..100, got {self.min_health}")
         if self.max_step_up < 1 or self.max_step_down < 1:
             raise ValueError("max_step_up and max_step_down must be at least 1")
 

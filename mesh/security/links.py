@@ -80,6 +80,7 @@ class LinkSecurity:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_log: dict[str, float] = {}
         self.on_trust_change: list[Callable[[], None]] = []
+        self._banned: dict[str, float] = {}    # node -> until (monotonic s): refused meanwhile
 
     @property
     def node_id(self) -> str:
@@ -151,7 +152,15 @@ class LinkSecurity:
         owner = self.trust.node_of(z85.encode(credentials[0]))
         if owner is None:
             return self._refuse("unknown-key", address)
+        if self._banned and self._banned.get(owner, 0.0) > time.monotonic():
+            return self._refuse("banned", f"{address} ({owner!r}, banned for misbehaving)")
         return owner
+
+    def ban(self, node: str, until: float) -> None:
+        """Refuse ``node``'s keys until ``until`` (monotonic seconds); see mesh.security.guard."""
+        now = time.monotonic()
+        self._banned = {n: t for n, t in self._banned.items() if t > now}
+        self._banned[node] = until
 
     def holds_key(self, node_id: str, curve_public: bytes) -> bool:
         """Whether ``curve_public`` is a trusted key of ``node_id`` (a seed link that turns out
@@ -160,6 +169,11 @@ class LinkSecurity:
             return True
         self._refuse("wrong-node", f"the seed that says it is {node_id!r}")
         return False
+
+    def handshake_refused(self, why: str) -> None:
+        """A connection to our ROUTER failed its handshake before ZAP (plaintext, or CURVE
+        with another server key than ours)."""
+        self._refuse("handshake", f"a connection whose handshake failed ({why})")
 
     def impostor(self, claimed: str, owner: str) -> None:
         """A frame under routing id ``claimed`` on a connection ZAP admitted for ``owner``."""

@@ -140,3 +140,34 @@ def test_a_peer_that_stops_reading_makes_senders_overloaded_not_memory_grow():
                 assert 0 < sent < 20_000
                 assert sender.stats()["bytes_out"] < 16 * 1024 * 1024
     run_async(main)
+
+
+def test_a_peer_that_keeps_sending_garbage_is_banned_and_others_are_served(rogue):
+    """Past the guard's limit of bad frames the rogue is banned: its frames are dropped unread,
+    even well-formed ones, while a well-behaved node's calls go on."""
+    from mesh.security.guard import GuardConfig
+
+    async def main():
+        async with mesh.Node("victim", insecure=True, guard=GuardConfig(bad_limit=20)) as node:
+            node.add(Calc("calc"))
+            rogue.connect(node.address)
+            for _ in range(30):
+                rogue.send(b"\xff" * 50)
+            deadline = asyncio.get_running_loop().time() + 5
+            while node.stats()["peers_banned"] == 0:
+                assert asyncio.get_running_loop().time() < deadline, node.stats()
+                await asyncio.sleep(0.02)
+            malformed = node.stats()["malformed"]
+            assert 20 <= malformed <= 21                      # decoding stopped at the ban
+            good = codec.encode(Kind.REQUEST, 9, 0, "rogue", "calc", "add", [[1, 2], {}])
+            rogue.send(good)
+            await asyncio.sleep(0.3)
+            assert rogue.poll(100) == 0                       # no answer: banned
+            assert node.stats()["frames_banned"] >= 10 and node.stats()["malformed"] == malformed
+            other = mesh.Node("other", seeds=[node.address], insecure=True)
+            await other.start()
+            try:
+                assert await other.call("calc", "add", 2, 3) == 5
+            finally:
+                await other.stop()
+    run_async(main)

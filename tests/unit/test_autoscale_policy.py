@@ -2,6 +2,8 @@
 policy fed by hand-made samples (no sleeps, no nodes)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import math
 
 import pytest
@@ -252,6 +254,20 @@ def test_placement_ties_go_to_the_node_with_fewer_replicas_then_by_id():
     nodes = [report("b", busy=4, replicas=1), report("a", busy=4, replicas=1), report("c", busy=8)]
     # all at 8: c has no replica of w yet, so it goes first; then a and b, by id
     assert choose_nodes(nodes, 3, "w", 4.0) == ["c", "a", "b"]
+
+
+def test_placement_uses_the_health_score():
+    """Equal load: the healthier node first. A node below min_health gets nothing while a
+    healthier one exists, however idle it is; if none is healthy enough, load decides."""
+    sick = replace(report("a", busy=0), health=25.0)
+    fine = replace(report("b", busy=4), health=70.0)
+    better = replace(report("c", busy=4), health=90.0)
+    assert choose_nodes([fine, better], 1, "w", 4.0) == ["c"]
+    assert choose_nodes([sick, fine], 2, "w", 4.0) == ["a", "b"]     # no floor: load, then health on the tie
+    assert choose_nodes([sick, fine], 2, "w", 4.0, min_health=40.0) == ["b", "b"]
+    assert choose_nodes([sick], 1, "w", 4.0, min_health=40.0) == ["a"]            # better than nothing
+    with pytest.raises(ValueError, match="min_health"):
+        ScalingConfig(min_health=120)
 
 
 def test_a_node_can_build_kinds_it_has_a_factory_for_or_imports():
