@@ -235,6 +235,9 @@ class Transport:
             server_keys = self.security.candidates(key, address, SEED_PREFIX)
             if not server_keys:
                 return            # a node we hold no key for: never dialled (send -> Unreachable)
+        self._open(key, address, server_keys)
+
+    def _open(self, key: str, address: str, server_keys: list[bytes], tried: int = 0) -> None:
         log.debug("connect %s at %s", key, address)
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.ROUTING_ID, self.node_id.encode())
@@ -244,6 +247,7 @@ class Transport:
         self._tune(sock)
         monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
         link = _Link(key, address, sock, monitor, server_keys)
+        link.tried = tried
         self._links[key] = link
         self._keys[id(sock)] = key
         self._loop.add_reader(sock.getsockopt(zmq.FD), self._drain, sock, key)
@@ -326,28 +330,34 @@ class Transport:
 
     def _handshake_failed(self, link: _Link) -> None:
         """The peer refused us, or is not the holder of the key we dialled with: try the
-        next key it may hold (ZeroMQ redials by itself, with its reconnect back-off)."""
-        if self.security is not None:
-            self.security.counters["handshakes_failed"] += 1
+        next key it may hold, from the trust store as it is now (a rotation may have added
+        one since the link was opened). ZeroMQ redials by itself when there is no other."""
+        if self.security is None:
+            return
+        self.security.counters["handshakes_failed"] += 1
         link.tried += 1
-        if len(link.server_keys) > 1:
-            link.server_keys.append(link.server_keys.pop(0))
-            log.debug("handshake with %s at %s failed; trying its next key", link.key, link.address)
-            try:
-                link.sock.disconnect(link.address)
-            except zmq.ZMQError:
-                pass
-            # ZeroMQ's own back-off restarts with a new connect: keep one here, doubling
-            # after each full round of keys, so a peer that refuses us is not hammered
-            c = self.config
-            rounds = (link.tried - 1) // len(link.server_keys)
-            delay_ms = min(c.reconnect_ivl_ms << min(rounds, 16), c.reconnect_ivl_max_ms) if rounds else 0
-            self._loop.call_later(delay_ms / 1000, self._redial, link)
+        fresh = self.security.candidates(link.key, link.address, SEED_PREFIX)
+        current = link.server_keys[0]
+        if not fresh or fresh == [current]:
+            return
+        nxt = fresh[(fresh.index(current) + 1) % len(fresh)] if current in fresh else fresh[0]
+        keys = [nxt] + [k for k in fresh if k != nxt]
+        log.debug("handshake with %s at %s failed; trying its next key", link.key, link.address)
+        # A fresh DEALER with the next key (libzmq does not redial a disconnected endpoint
+        # on the same socket reliably), a loop iteration or more later: a socket opened in
+        # the iteration that closed the old one may get its FD number, whose reader the loop
+        # has not let go of yet. ZeroMQ's back-off starts over with it: keep one here,
+        # doubling after each full round of keys, so a peer that refuses us is not hammered.
+        # The link is not up, so nothing queued on it is lost.
+        self.disconnect(link.key)
+        c = self.config
+        rounds = (link.tried - 1) // len(fresh)
+        delay_ms = min(c.reconnect_ivl_ms << min(rounds, 16), c.reconnect_ivl_max_ms)
+        self._loop.call_later(delay_ms / 1000, self._redial, link.key, link.address, keys, link.tried)
 
-    def _redial(self, link: _Link) -> None:
-        if self._links.get(link.key) is link and not link.sock.closed:
-            self.security.dial(link.sock, link.server_keys[0])
-            link.sock.connect(link.address)
+    def _redial(self, key: str, address: str, keys: list[bytes], tried: int) -> None:
+        if self._ctx is not None and key not in self._links:
+            self._open(key, address, keys, tried)
 
     def _drain_router_monitor(self) -> None:
         while self._router_monitor is not None:
@@ -361,7 +371,7 @@ class Transport:
             elif kind & _HANDSHAKE_FAILED:
                 if self.security is not None and kind != zmq.EVENT_HANDSHAKE_FAILED_AUTH:  # ZAP counted those
                     # a plaintext peer, or one that does not hold the key it dialled us with
-                    self.security.handshake_refused(zmq.Event(kind).name.lower())
+                    self.security.handshake_refused(f"{zmq.Event(kind).name.lower()} {event['value']:#x}")
             else:
                 self._inbound.discard(event["value"])
         if not self._inbound and self._all_hung_up is not None:

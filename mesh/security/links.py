@@ -38,7 +38,7 @@ from collections import Counter
 from typing import Any, Callable
 
 import zmq
-from zmq.auth.asyncio import AsyncioAuthenticator
+from zmq.auth.base import Authenticator
 from zmq.utils import z85
 
 log = logging.getLogger(__name__)
@@ -192,18 +192,43 @@ class LinkSecurity:
             log.warning(msg, *args)
 
 
-class _Zap(AsyncioAuthenticator):
-    """pyzmq's asyncio ZAP authenticator with our rule: the key must be trusted and be the
-    key of the node the connecting socket's routing id names."""
+class _Zap(Authenticator):
+    """The ZAP handler: pyzmq's authenticator (the REP socket at ``inproc://zeromq.zap.01``
+    and its reply format) driven by the node's loop like every other socket here: a reader
+    on the socket's FD that drains it. (pyzmq's AsyncioAuthenticator polls through
+    ``zmq.asyncio``, whose registration did not survive a second authenticator in one
+    process: the one of a restarted node never saw a request.) Our rule: the key must be
+    trusted; the User-Id of the connection is then its node (see the module docstring)."""
 
     def __init__(self, ctx: zmq.Context, security: LinkSecurity) -> None:
         super().__init__(ctx, log=logging.getLogger(__name__ + ".zap"))
         self._security = security
+        self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def handle_zap_message(self, msg: list[bytes]) -> None:
+    def start(self) -> None:
+        super().start()
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self.zap_socket.getsockopt(zmq.FD), self._drain)
+        self._drain()        # edge-triggered: a request may be waiting already
+
+    def stop(self) -> None:
+        if self.zap_socket is not None and self._loop is not None:
+            self._loop.remove_reader(self.zap_socket.getsockopt(zmq.FD))
+        super().stop()
+
+    def _drain(self) -> None:
+        while self.zap_socket is not None:
+            try:
+                msg = self.zap_socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except zmq.ZMQError:      # closed under us
+                return
+            self._answer(msg)
+
+    def _answer(self, msg: list[bytes]) -> None:
         if len(msg) < 6:
-            if len(msg) >= 2:
-                self._send_zap_reply(msg[1], b"400", b"Not enough frames")
+            self._send_zap_reply(msg[1] if len(msg) >= 2 else b"", b"400", b"Not enough frames")
             return
         version, request_id, domain, address, identity, mechanism = msg[:6]
         if version != _ZAP_VERSION:

@@ -21,7 +21,7 @@ from mesh._core.wire import Kind
 from mesh.errors import Unauthorized, Unreachable
 from mesh.security.keys import generate, write_keys
 from mesh.security.settings import InsecureConfig
-from mesh.swim.messages import Gossip, Send, State, Update
+from mesh.swim.messages import Gossip, Send, State
 from tests.conftest import run_async
 
 pytestmark = pytest.mark.integration
@@ -373,3 +373,39 @@ def test_plaintext_off_loopback_is_refused(keyring):
         mesh.Node("n2", keys=keys["n1"], trust=trust)
     mesh.Node("n1", bind="tcp://0.0.0.0:*", keys=keys["n1"], trust=trust)   # with keys: fine
     assert os.path.exists(trust / "n1.pub")
+
+
+def test_key_rotation_without_downtime(keyring, tmp_path):
+    """n2 gets a new key: its new .pub joins the trust folder (both accepted), n2 restarts
+    with the new key and is reached again, the old .pub goes, n1 never stopped serving."""
+    keys, trust = keyring
+
+    async def main():
+        n1 = secure("n1", keyring)
+        n1.add(Calc("calc"))
+        await n1.start()
+        n2 = secure("n2", keyring, seeds=[n1.address])
+        await n2.start()
+        try:
+            await eventually(lambda: "calc" in n2.directory())
+            assert await n2.call("calc", "add", 1, 1) == 2
+            new = generate("n2")
+            _, pub = write_keys(new, tmp_path / "keys" / "n2-new")
+            shutil.copy(pub, trust / "n2.new.pub")              # step 1: both keys accepted
+            await eventually(lambda: len(n1.security.links.trust.identities("n2")) == 2)
+            await n2.stop()                                      # step 2: restart with the new key
+            n2 = mesh.Node("n2", seeds=[n1.address], keys=new, trust=trust, join_timeout=5)
+            n2.add(Calc("calc2"))
+            await n2.start()
+            await eventually(lambda: "calc" in n2.directory() and "calc2" in n1.directory())
+            assert await n2.call("calc", "add", 2, 2) == 4
+            await eventually(lambda: n1._transport.is_up("n2"))     # n1 dials n2 with its new key
+            assert await n1.call("calc2", "add", 3, 3) == 6      # n1 dials n2 with its new key
+            os.remove(trust / "n2.pub")                          # step 3: the old key goes
+            await eventually(lambda: len(n1.security.links.trust.identities("n2")) == 1)
+            assert await n2.call("calc", "add", 4, 4) == 8
+            assert await n1.call("calc2", "add", 5, 5) == 10
+        finally:
+            await n2.stop()
+            await n1.stop()
+    run_async(main)
