@@ -409,3 +409,37 @@ def test_key_rotation_without_downtime(keyring, tmp_path):
             await n2.stop()
             await n1.stop()
     run_async(main)
+
+
+def test_meshctl_with_an_operator_key(keyring, tmp_path):
+    """meshctl joins a secure mesh with a trusted operator key, and gets nowhere without it."""
+    import subprocess
+    import sys
+
+    from tests.integration.cluster import ROOT
+
+    keys, trust = keyring
+    ops = generate("ops")
+    secret, pub = write_keys(ops, tmp_path / "keys" / "ops")
+    shutil.copy(pub, trust / "ops.pub")
+
+    async def main():
+        n1 = secure("n1", keyring)
+        n1.add(Calc("calc"))
+        await n1.start()
+        try:
+            await eventually(lambda: len(n1.security.links.trust.identities("ops")) == 1)
+
+            def meshctl(*args):
+                return subprocess.run([sys.executable, "-m", "mesh.tools.meshctl", "--join", n1.address,
+                                       "--timeout", "3", *args], cwd=ROOT, capture_output=True, text=True,
+                                      timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+            ok = await asyncio.to_thread(meshctl, "--keys", str(secret), "--trust", str(trust), "--json",
+                                         "call", "calc", "add", "2", "3")
+            assert ok.returncode == 0 and json.loads(ok.stdout) == {"result": 5}, ok.stderr
+            denied = await asyncio.to_thread(meshctl, "call", "calc", "add", "2", "3")   # plaintext
+            assert denied.returncode == 1 and "Unreachable" in denied.stderr
+            assert n1.stats()["links_refused"] >= 1
+        finally:
+            await n1.stop()
+    run_async(main)
