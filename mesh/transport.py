@@ -141,7 +141,7 @@ class Transport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.counters = {"frames_in": 0, "frames_out": 0, "bytes_in": 0, "bytes_out": 0,
                          "unroutable": 0, "malformed_frames": 0, "internal_errors": 0,
-                         "empty_wakeups": 0}
+                         "empty_wakeups": 0, "bad_addresses": 0}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -252,7 +252,13 @@ class Transport:
         self._keys[id(sock)] = key
         self._loop.add_reader(sock.getsockopt(zmq.FD), self._drain, sock, key)
         self._loop.add_reader(monitor.getsockopt(zmq.FD), self._drain_monitor, link)
-        sock.connect(address)
+        try:
+            sock.connect(address)
+        except zmq.ZMQError as exc:      # a peer gossiped an address ZeroMQ cannot dial
+            self.counters["bad_addresses"] += 1
+            log.warning("cannot connect to %s at %r: %s", key, address, exc)
+            self.disconnect(key)
+            return
         self._drain_monitor(link)
 
     def rename(self, old: str, new: str) -> bool:

@@ -171,3 +171,28 @@ def test_a_peer_that_keeps_sending_garbage_is_banned_and_others_are_served(rogue
             finally:
                 await other.stop()
     run_async(main)
+
+
+def test_a_gossiped_address_zeromq_cannot_dial_is_counted_not_raised(rogue):
+    """A member record whose address is garbage (plaintext mesh: nobody signs it) must not
+    break the gossip event that carries it (found by tests/fuzz)."""
+    from mesh.swim.messages import SwimKind
+
+    async def main():
+        async with mesh.Node("victim", insecure=True) as node:
+            node.add(Calc("calc"))
+            rogue.connect(node.address)
+            rogue.send(codec.encode(int(SwimKind.GOSSIP), 1, 0, "rogue", "", "",
+                                    [[[0, "liar", 1, "garbage", b"", "", b""]]]))
+            deadline = asyncio.get_running_loop().time() + 5
+            while node.stats()["bad_addresses"] == 0:
+                assert asyncio.get_running_loop().time() < deadline, node.stats()
+                await asyncio.sleep(0.02)
+            assert node.stats()["internal_errors"] == 0
+            other = mesh.Node("other", seeds=[node.address], insecure=True)
+            await other.start()
+            try:
+                assert await other.call("calc", "add", 1, 2) == 3
+            finally:
+                await other.stop()
+    run_async(main)
