@@ -20,7 +20,8 @@ from mesh.agent import Agent, rpc
 from mesh.errors import MeshError, NotLeader, Timeout, Unavailable, UnknownAgent, Unreachable
 from mesh.kv.election import Lock
 from mesh.kv.machine import CAS, DELETE, GRANT, KEEPALIVE, PUT, REVOKE, encode_command, written_key
-from mesh.node.caller import current_peer
+from mesh.node.caller import caller_agent, current_peer
+from mesh.security.links import principal_of
 from mesh.security.acl import Action
 
 AGENT_PREFIX = "_raft."
@@ -95,8 +96,9 @@ class RaftAgent(Agent):
         caller = current_peer.get()
         if caller is None or key is None:
             return
-        node, agent = caller
-        if agent is not None and agent.startswith(AGENT_PREFIX) and node in self.driver.members():
+        peer, src = caller
+        agent = caller_agent(src, peer)
+        if agent is not None and agent.startswith(AGENT_PREFIX) and principal_of(peer) in self.driver.members():
             return
         self.node.authorize(action, key)
 

@@ -7,9 +7,9 @@ Theory of operation
   the envelope's ``src`` as ``<node>/<agent>``, so the receiving node can hold the *agent*
   to its ACL as well as the node (whose key authenticated the link). The agent part is the
   sending node's claim: a node vouches for the agents it hosts.
-* ``current_peer``: while a handler serves a request from another node, that node's
-  principal and the agent it named, so infrastructure agents (the Raft KV door) can check
-  the caller themselves. None for calls made on this node.
+* ``current_peer``: while a handler serves a request from another node, that peer and the
+  envelope's ``src`` (read with :func:`caller_agent`), so infrastructure agents (the Raft KV
+  door) can check the caller themselves. None for calls made on this node.
 * The trace id (:data:`mesh.observe.logs.trace_id`) follows the same path: a handler runs
   in the trace of the envelope it serves; a call made outside any trace starts a new one.
 """
@@ -21,7 +21,7 @@ SRC_SEP = "/"
 MAX_SRC_BYTES = 255            # the envelope's src field
 
 current_agent: ContextVar[str] = ContextVar("mesh_current_agent", default="")
-current_peer: ContextVar[tuple[str, str | None] | None] = ContextVar("mesh_current_peer", default=None)
+current_peer: ContextVar[tuple[str, str] | None] = ContextVar("mesh_current_peer", default=None)
 
 
 def envelope_src(node_id: str, agent: str) -> str:

@@ -46,7 +46,7 @@ from mesh.agent import Agent, HandlerSpec
 from mesh.eager import SYNC_DONE, run_eager
 from mesh.errors import (WIRE_ERRORS, CircuitOpen, DecodeError, EncodeError, MeshError, Overloaded,
                          ProtocolError, RemoteError, Timeout, Unavailable, UnknownAgent, UnknownMethod,
-                         Unauthorized, Unreachable)
+                         Unreachable)
 from mesh.kv.client import KV, RaftAgent
 from mesh.node.singleton import Singleton
 from mesh.node.subscriptions import Subscription
@@ -64,7 +64,8 @@ from mesh.resilience.deadline import budget_s, current_deadline_us
 from mesh.resilience.retry import RETRYABLE, RetryPolicy
 from mesh.security.acl import Action
 from mesh.security.links import principal_of, split_seed
-from mesh.node.caller import caller_agent, current_agent, current_peer, envelope_src
+from mesh.node.authorization import Authorizer
+from mesh.node.caller import current_agent, current_peer, envelope_src
 from mesh.observe.logs import trace_id
 from mesh.security.guard import GuardConfig, PeerGuard
 from mesh.security.records import RecordSigner, RecordVerifier
@@ -238,7 +239,8 @@ class Node:
             "calls_out": 0, "calls_in": 0, "sends_out": 0, "sends_in": 0, "publishes_out": 0,
             "publishes_in": 0, "errors_out": 0, "handler_errors": 0, "timeouts": 0, "expired": 0,
             "late_replies": 0, "malformed": 0, "protocol_errors": 0, "rejected": 0, "circuit_open": 0,
-            "retries": 0, "unauthorized": 0}
+            "retries": 0}
+        self._acl = Authorizer(self.security.policy, self.security.audit, self.counters)
         self._handled = HandlerStats()        # per agent and method: runs, errors, handler time
         self._health = HealthWindow()
         self.metrics_port = metrics_port
@@ -975,9 +977,8 @@ class Node:
             agent = self._agents.get(env.dst)
             if agent is None:
                 raise UnknownAgent(f"no agent named {env.dst!r} on node {self.node_id!r}")
-            if self.security.policy is not None and env.dst[:1] != "_" and \
-                    not self._authorized(peer, env.src, Action.CALL, f"{env.dst}.{env.subject}", env.trace_id):
-                raise Unauthorized(f"{self._principal_text(peer, env.src)} may not call {env.dst}.{env.subject}")
+            if self._acl.active and env.dst[:1] != "_":
+                self._acl.require(peer, env.src, Action.CALL, f"{env.dst}.{env.subject}", env.trace_id)
             spec = self._spec(agent, env.subject)
             box = self._boxes[env.dst]
             if env.deadline_us and env.deadline_us < _now_us():
@@ -1008,7 +1009,7 @@ class Node:
         # trace, and speak for its agent (mesh.node.caller)
         token = current_deadline_us.set(env.deadline_us)
         contexts = (current_agent.set(env.dst), trace_id.set(env.trace_id),
-                    current_peer.set((principal_of(peer), caller_agent(env.src, peer))))
+                    current_peer.set((peer, env.src)))
         t0 = time.perf_counter()
         try:
             try:
@@ -1126,48 +1127,23 @@ class Node:
                             (type_name, message[:4096], origin), 0, 0, 0)
         self._transport.reply(peer, data)
 
-    def _authorized(self, peer: str, src: str, action: Action, resource: str, trace: int = 0) -> bool:
-        """Whether the policy lets ``peer`` (and the agent ``src`` names) do ``action`` on
-        ``resource``; a denial is counted and audited. No policy: everything is allowed."""
-        policy = self.security.policy
-        if policy is None:
-            return True
-        node, agent = principal_of(peer), caller_agent(src, peer)
-        decision = policy.check(node, agent, action, resource)
-        if decision.allowed:
-            return True
-        self.counters["unauthorized"] += 1
-        self.security.audit.deny(node, agent, action, resource, decision.rule, trace_id=trace)
-        return False
-
     def authorize(self, action: Action, resource: str) -> None:
         """Raise :class:`~mesh.errors.Unauthorized` (and audit it) unless the node and agent
         whose request the running handler serves may do ``action`` on ``resource`` under the
-        ACL. For handlers that guard resources of their own; the node itself checks calls,
-        topics and the KV. A call made on this node is never refused: the ACL governs what
-        crosses the network."""
-        caller = current_peer.get()
-        if caller is None or self.security.policy is None:
-            return
-        node, agent = caller
-        src = envelope_src(node, agent or "")
-        if not self._authorized(node, src, action, resource, trace_id.get()):
-            raise Unauthorized(f"{self._principal_text(node, src)} may not {action.value} {resource!r}")
-
-    @staticmethod
-    def _principal_text(peer: str, src: str) -> str:
-        agent = caller_agent(src, peer)
-        return f"node {principal_of(peer)!r}" + (f" (agent {agent!r})" if agent else "")
+        ACL: for handlers that guard resources of their own. The node itself checks calls,
+        topics and the KV (:mod:`mesh.node.authorization`); calls made on this node are never
+        refused."""
+        self._acl.require_caller(action, resource)
 
     def _handle_publish(self, peer: str, env: Any) -> None:
         self.counters["publishes_in"] += 1
         acked = env.flags & Flag.ACK
         subscribers = self._local_topics.match(env.subject)
-        if subscribers and self.security.policy is not None and \
-                not self._authorized(peer, env.src, Action.PUBLISH, env.subject, env.trace_id):
+        if subscribers and self._acl.active and \
+                not self._acl.allows(peer, env.src, Action.PUBLISH, env.subject, env.trace_id):
             if acked:
-                self._reply_error(peer, env, "Unauthorized", f"{self._principal_text(peer, env.src)} may not "
-                                  f"publish to {env.subject}", _ORIGIN_MESH)
+                why = self._acl.denied(peer, env.src, Action.PUBLISH, env.subject)
+                self._reply_error(peer, env, "Unauthorized", str(why), _ORIGIN_MESH)
             return
         if not subscribers:
             if acked:
@@ -1348,7 +1324,7 @@ class Node:
             for table, patterns in ((self._remote_topics, meta.topics), (self._remote_blocking, meta.blocking)):
                 table.remove_subscriber(node)
                 for pattern in patterns:
-                    if table is self._remote_topics and not self._authorized(node, "", Action.SUBSCRIBE, pattern):
+                    if table is self._remote_topics and not self._acl.allows(node, "", Action.SUBSCRIBE, pattern):
                         continue    # never sent to it: the policy does not let it subscribe there
                     try:
                         table.subscribe(pattern, node)
