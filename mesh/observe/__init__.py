@@ -6,4 +6,8 @@
   sliding window, per node and for the mesh.
 * :mod:`mesh.observe.metrics` — Prometheus metrics: a per-node registry whose collector reads
   the node's own state at scrape time, served over HTTP on the node's event loop.
+* :mod:`mesh.observe.web` — the live web page of the mesh (``page.html``/``.js``/``.css``),
+  over :mod:`mesh.observe.http`, the small HTTP server both share.
+* :mod:`mesh.observe.logs` — structured log lines (text, key=value, JSON) carrying the trace
+  id of the envelope being handled.
 """

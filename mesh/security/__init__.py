@@ -6,6 +6,10 @@
   with key rotation.
 * :mod:`mesh.security.acl`: the TOML policy and its per-message ``check``.
 * :mod:`mesh.security.audit`: denials as rate-limited, rotated JSON lines.
+* :mod:`mesh.security.links`: CURVE on every link and the ZAP handler that admits only
+  trusted keys; :mod:`mesh.security.records`: signed membership records;
+  :mod:`mesh.security.guard`: throttling and banning of misbehaving peers;
+  :mod:`mesh.security.settings`: a node's combination of these, checked at construction.
 
 Errors are :class:`mesh.security.errors.KeyFileError` and ``PolicyError`` (both
 :class:`mesh.errors.MeshError`); a denied caller gets :class:`mesh.errors.Unauthorized`.
