@@ -20,6 +20,11 @@ Theory of operation
   DISCONNECTED means down. DEALERs use ZMQ_IMMEDIATE, so nothing is queued towards a peer
   that is not connected: the caller gets :class:`~mesh.errors.Unreachable` instead of a hang.
   ZeroMQ reconnects by itself; when a restarted peer comes back the link goes up again.
+  A connect attempt gives up after ``connect_timeout_ms`` and the next one starts afresh:
+  otherwise a DEALER dialling a peer behind a cut cable sits in the kernel's SYN back-off
+  (1, 2, 4, 8... s) and, once the cable is back, the link stays down for up to that long
+  while gossip already says the peer is alive (seen across network namespaces: Raft could
+  not reach a healed follower for over 30 s after a 30 s partition).
 * The ROUTER uses ROUTER_MANDATORY (an unroutable reply is an error we count, not a silent
   drop) and ROUTER_HANDOVER (a restarted peer with the same id takes its identity over).
 * No ZMTP heartbeats: gossip (SWIM) finds a peer that hangs or a link that dies silently,
@@ -75,6 +80,7 @@ class TransportConfig:
     drain_budget: int = 512              # frames read per wake-up before yielding to the loop
     reconnect_ivl_ms: int = 100
     reconnect_ivl_max_ms: int = 2000
+    connect_timeout_ms: int = 2000       # a TCP connect not done by then is abandoned and retried
     heartbeat_ivl_ms: int = 0            # ZMTP heartbeats off (see the module docstring)
     heartbeat_timeout_ms: int = 3000
     retry_ms: float = 1.0                # wait before retrying a send refused at the high-water mark
@@ -242,6 +248,7 @@ class Transport:
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.ROUTING_ID, self.node_id.encode())
         sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.CONNECT_TIMEOUT, self.config.connect_timeout_ms)
         if server_keys:
             self.security.dial(sock, server_keys[0])
         self._tune(sock)

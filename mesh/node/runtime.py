@@ -811,8 +811,11 @@ class Node:
         else:
             box.running += 1
         fn = getattr(agent, spec.attr)
-        token = current_deadline_us.set(_now_us() + int(t * 1e6))
-        acting = current_agent.set(agent.name)     # its own calls speak for it
+        # Restored by value, not with reset(token): a caller started eagerly may suspend in
+        # here and resume in its task's copy of the context, where the tokens are not valid.
+        outer_deadline, outer_agent = current_deadline_us.get(), current_agent.get()
+        current_deadline_us.set(_now_us() + int(t * 1e6))
+        current_agent.set(agent.name)     # its own calls speak for it
         t0 = time.perf_counter()
         ok = False
         try:
@@ -834,8 +837,8 @@ class Node:
         except Exception as exc:
             raise RemoteError(type(exc).__name__, str(exc), agent.name, method) from exc
         finally:
-            current_deadline_us.reset(token)
-            current_agent.reset(acting)
+            current_deadline_us.set(outer_deadline)
+            current_agent.set(outer_agent)
             self._request_done(box, agent.name, t0, ok, method)
 
     async def _wait_for_slot(self, box: Mailbox, name: str, method: str, t: float) -> None:

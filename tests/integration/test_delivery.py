@@ -274,3 +274,34 @@ def test_tasks_a_handler_starts_inherit_its_budget_unless_detached():
             await b.stop()
             await a.stop()
     run_async(main)
+
+
+def test_an_eager_handler_awaiting_a_suspending_local_handler():
+    """A's handler starts eagerly and awaits B on the same node, whose handler suspends: the
+    caller resumes in its task's context, where context tokens made before are not valid.
+    (It raised 'Token was created in a different Context' after B's work was done.)"""
+    class B(mesh.Agent):
+        @mesh.rpc(eager=False)
+        async def slow(self):
+            await asyncio.sleep(0.01)
+            return "done"
+
+    class A(mesh.Agent):
+        @mesh.rpc
+        async def outer(self):
+            return await self.call("b", "slow")
+
+    async def main():
+        async with mesh.Node("n1", insecure=True) as n1:
+            n1.add(A("a"))
+            n1.add(B("b"))
+            assert await n1.call("a", "outer") == "done"
+            n2 = mesh.Node("n2", seeds=[n1.address], insecure=True)
+            await n2.start()
+            try:
+                while "a" not in n2.directory():
+                    await asyncio.sleep(0.02)
+                assert await n2.call("a", "outer") == "done"     # remote caller, eager A, local B
+            finally:
+                await n2.stop()
+    run_async(main)

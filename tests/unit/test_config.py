@@ -133,7 +133,7 @@ _BAD = [
     ("log_level", "loud", "must be one of debug, info, warning, error, got 'loud'"),
     ("log_format", "xml", "must be one of text, kv, json, got 'xml'"),
     ("bind", "7001", "must be a ZeroMQ endpoint such as tcp://127.0.0.1:7001, got '7001'"),
-    ("join", "tcp://127.0.0.1:1,localhost", "item must be a ZeroMQ endpoint such as tcp://127.0.0.1:7001, "
+    ("join", "tcp://127.0.0.1:1,localhost", "item must be a ZeroMQ endpoint such as tcp://127.0.0.1:7001 or n1@tcp://127.0.0.1:7001, "
                                             "got 'localhost'"),
     ("agent", "nocolon", "item must be MODULE:CLASS[=NAME], got 'nocolon'"),
     ("raft_voters", "n1,seed:x", "item must be 1..255 bytes of UTF-8, not starting with NUL or 'seed:', "
