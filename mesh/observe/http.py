@@ -147,3 +147,35 @@ async def _respond(writer: asyncio.StreamWriter, response: Response, method: str
         await writer.drain()
     except ConnectionError:
         pass
+
+
+class NodeServer:
+    """An :class:`HttpServer` a node runs for operators, named by its main page (``home``):
+    :attr:`url` is that page once started. Subclasses give the routes."""
+
+    home = "/"
+
+    def __init__(self, node_id: str, routes: Mapping[str, Handler], host: str, port: int, *, name: str,
+                 not_found: str) -> None:
+        self.node_id = node_id
+        self._http = HttpServer(routes, host, port, name=name, not_found=not_found)
+
+    @property
+    def host(self) -> str:
+        return self._http.host
+
+    @property
+    def port(self) -> int:
+        return self._http.port
+
+    @property
+    def url(self) -> str:
+        return self._http.url(self.home)
+
+    async def start(self) -> NodeServer:
+        await self._http.start()
+        log.info("node %s serves its %s on %s", self.node_id, self._http.name, self.url)
+        return self
+
+    def close(self) -> None:
+        self._http.close()

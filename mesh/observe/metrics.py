@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
-from mesh.observe.http import Handler, HttpServer, Request, Response
+from mesh.observe.http import Handler, NodeServer, Request, Response
 
 if TYPE_CHECKING:
     from mesh.node.runtime import Node
@@ -307,9 +307,11 @@ def metrics_routes(node: Node, registry: CollectorRegistry) -> dict[str, Handler
     return {"/metrics": metrics, "/health": health}
 
 
-class MetricsServer:
+class MetricsServer(NodeServer):
     """``GET /metrics`` and ``GET /health`` over HTTP/1.1 on the running event loop
     (:class:`mesh.observe.http.HttpServer`)."""
+
+    home = "/metrics"
 
     def __init__(self, node: Node, host: str = "127.0.0.1", port: int = 0,
                  registry: CollectorRegistry | None = None) -> None:
@@ -317,24 +319,4 @@ class MetricsServer:
         self.registry = registry if registry is not None else make_registry(node)
         routes = metrics_routes(node, self.registry)
         routes["/"] = routes["/metrics"]
-        self._http = HttpServer(routes, host, port, name="metrics", not_found="not found: try /metrics")
-
-    @property
-    def host(self) -> str:
-        return self._http.host
-
-    @property
-    def port(self) -> int:
-        return self._http.port
-
-    @property
-    def url(self) -> str:
-        return self._http.url("/metrics")
-
-    async def start(self) -> MetricsServer:
-        await self._http.start()
-        log.info("node %s serves metrics on %s", self.node.node_id, self.url)
-        return self
-
-    def close(self) -> None:
-        self._http.close()
+        super().__init__(node.node_id, routes, host, port, name="metrics", not_found="not found: try /metrics")

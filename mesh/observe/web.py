@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from mesh.errors import MeshError
 from mesh.node.ops import ops_agent_name
 from mesh.observe.histogram import LogHistogram, bucket_bounds
-from mesh.observe.http import HttpServer, Request, Response
+from mesh.observe.http import NodeServer, Request, Response
 from mesh.observe.metrics import make_registry, metrics_routes
 
 if TYPE_CHECKING:
@@ -254,7 +254,7 @@ class MeshView:
                 del self._series[nid]
 
 
-class WebServer:
+class WebServer(NodeServer):
     """The node's web page over HTTP (see the module docstring); :attr:`url` is the page."""
 
     def __init__(self, node: Node, host: str = "127.0.0.1", port: int = 0,
@@ -264,27 +264,10 @@ class WebServer:
         routes: dict[str, Any] = {path: self._static(name, ctype) for path, (name, ctype) in _STATIC.items()}
         routes["/api/mesh"] = self._api
         routes.update(metrics_routes(node, registry if registry is not None else make_registry(node)))
-        self._http = HttpServer(routes, host, port, name="web", not_found="not found: try / or /api/mesh")
-
-    @property
-    def host(self) -> str:
-        return self._http.host
-
-    @property
-    def port(self) -> int:
-        return self._http.port
-
-    @property
-    def url(self) -> str:
-        return self._http.url("/")
-
-    async def start(self) -> WebServer:
-        await self._http.start()
-        log.info("node %s serves its web page on %s", self.node.node_id, self.url)
-        return self
+        super().__init__(node.node_id, routes, host, port, name="web page", not_found="not found: try / or /api/mesh")
 
     def close(self) -> None:
-        self._http.close()
+        super().close()
         self.view.close()
 
     @staticmethod
