@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 
 import mesh._core._pure.router as pure_router
-import mesh._core.router as compiled_router
+from mesh._core import compiled_twin
+compiled_router = compiled_twin("router")
 
 OUT = Path(__file__).resolve().parent / "out"
 VNODES = 128

@@ -14,9 +14,10 @@ import msgpack
 import pytest
 
 import mesh._core._pure.codec as pure
+from mesh._core import compiled_twin
 
 try:
-    import mesh._core.codec as compiled
+    compiled = compiled_twin("codec")
 except ImportError:
     compiled = None
 

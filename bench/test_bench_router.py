@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 
 import mesh._core._pure.router as pure
-import mesh._core.router as compiled
+from mesh._core import compiled_twin
+compiled = compiled_twin("router")
 
 # Warm up first: the first benchmark of a cold process otherwise reads slow.
 pytestmark = pytest.mark.benchmark(warmup=True)

@@ -35,4 +35,18 @@ codec = _modules["codec"]
 router = _modules["router"]
 scoring = _modules["scoring"]
 
-__all__ = ["IMPLEMENTATION", "MODULES", "codec", "router", "scoring"]
+
+
+def compiled_twin(name: str):
+    """The compiled module ``name`` itself, whatever is selected (for tests and benchmarks
+    that compare the twins). Importing ``mesh._core.<name>`` sets this package's attribute
+    of that name to the compiled module, which would switch every later ``from mesh._core
+    import <name>`` to it under ``MESH_PURE=1``: the selection is put back at once.
+    ImportError when it is not built."""
+    try:
+        return importlib.import_module(f"mesh._core.{name}")
+    finally:
+        globals()[name] = _modules[name]
+
+
+__all__ = ["IMPLEMENTATION", "MODULES", "codec", "compiled_twin", "router", "scoring"]

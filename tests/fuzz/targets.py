@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import msgpack
 
-from mesh._core import codec, router, scoring
+from mesh._core import codec, compiled_twin, router, scoring
 from mesh._core._pure import codec as pure_codec
 from mesh._core.wire import HEADER_SIZE, Kind
 from mesh.errors import DecodeError, ProtocolError
@@ -45,7 +45,7 @@ from mesh.swim.messages import KIND_OF as SWIM_KIND_OF
 from mesh.swim.messages import Ack, Gossip, Nack, Ping, PingReq, State, SwimKind, Sync, SyncReply, Update
 
 try:
-    import mesh._core.codec as compiled_codec
+    compiled_codec = compiled_twin("codec")
 except ImportError:   # not built: the pure twin alone (parity is then not checked)
     compiled_codec = None
 

@@ -17,11 +17,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import mesh._core._pure.codec as pure
+from mesh._core import compiled_twin
 from mesh._core.wire import HEADER_SIZE, VERSION, Kind
 from mesh.errors import DecodeError, EncodeError
 
 try:
-    import mesh._core.codec as compiled
+    compiled = compiled_twin("codec")
 except ImportError:  # not built: the pure twin is still tested, parity is skipped
     compiled = None
 

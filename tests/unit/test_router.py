@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mesh._core._pure.router as pure
-import mesh._core.router as compiled
+from mesh._core import compiled_twin
+compiled = compiled_twin("router")
 
 TWINS = [pytest.param(compiled, id="compiled"), pytest.param(pure, id="pure")]
 

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mesh._core._pure.scoring as pure
-import mesh._core.scoring as compiled
+from mesh._core import compiled_twin
+compiled = compiled_twin("scoring")
 
 TWINS = [pytest.param(compiled, id="compiled"), pytest.param(pure, id="pure")]
 

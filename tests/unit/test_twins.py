@@ -8,12 +8,12 @@ import sys
 
 import pytest
 
-from mesh._core import MODULES
+from mesh._core import MODULES, compiled_twin
 
 
 @pytest.mark.parametrize("name", MODULES)
 def test_twins_share_docstring_and_public_api(name):
-    compiled = importlib.import_module(f"mesh._core.{name}")
+    compiled = compiled_twin(name)
     pure = importlib.import_module(f"mesh._core._pure.{name}")
     assert compiled.__doc__ == pure.__doc__
     assert "Theory of operation" in pure.__doc__
@@ -41,7 +41,7 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import mesh._core._pure.router as pure_router  # noqa: E402
-import mesh._core.router as compiled_router  # noqa: E402
+compiled_router = compiled_twin("router")  # noqa: E402
 
 
 def _outcome(fn, *args):
