@@ -34,12 +34,9 @@ class Authorizer:
     def __init__(self, policy: Any, audit: Any, counters: dict[str, int]) -> None:
         self.policy = policy
         self.audit = audit
+        self.active = policy is not None   # read per request: a plain attribute
         self._counters = counters          # the node's; "unauthorized" counts denials
         counters.setdefault("unauthorized", 0)
-
-    @property
-    def active(self) -> bool:
-        return self.policy is not None
 
     def allows(self, peer: str, src: str, action: Action, resource: str, trace: int = 0) -> bool:
         """Whether ``peer`` (and the agent ``src`` names) may do ``action`` on ``resource``;

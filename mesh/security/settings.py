@@ -51,15 +51,12 @@ def is_local_address(address: str) -> bool:
 
 @dataclass(slots=True)
 class NodeSecurity:
-    """What the runtime needs: ``links`` (None = plaintext), the record signer, the policy."""
+    """What the runtime needs: ``links`` (None = plaintext; with them, records are signed),
+    the policy and its audit log."""
 
     links: LinkSecurity | None
     policy: Any = None          # mesh.security.acl.Policy, or None: no authorization
     audit: Any = None           # mesh.security.audit.AuditLog, or None
-
-    @property
-    def signing(self) -> bool:
-        return self.links is not None
 
 
 def resolve(node_id: str, bind: str, seeds: Iterable[str], keys: Any, trust: Any, acl: Any,
